@@ -1,0 +1,1 @@
+"""Storage layer: MRC input/output with validation, and the Zarr run store."""

@@ -1,0 +1,1 @@
+"""Orchestration: Dask graph over the kernels, cluster construction, progress."""

@@ -1,0 +1,1 @@
+"""Reports: tables (STAR/CSV), figures, HTML report, ChimeraX scripts."""
