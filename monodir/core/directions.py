@@ -1,0 +1,103 @@
+"""Direction sets and cone geometry of the directional analysis.
+
+Direction ``(rot, tilt)`` in degrees is the unit vector
+``d = (sin(tilt) cos(rot), sin(tilt) sin(rot), cos(tilt))`` with ``d_x`` along the fastest array
+axis (algorithm.md 0.4).
+
+``ICOSPHERE_81``: one member of each antipodal pair of the vertices of a frequency-4 geodesic
+icosphere (162 vertices), in the order and with the rounded angle values that Xmipp's MonoDir
+enumerates, so that per-direction tables line up with Xmipp's. ``ICOSPHERE_46``: likewise for a
+frequency-3 icosphere (92 vertices). Xmipp's fast table repeats +z (quirk Q16); compat mode
+reproduces that with :func:`direction_set`. The geometry is checked in the tests against an
+icosphere built from scratch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ICOSPHERE_81: tuple[tuple[float, float], ...] = (
+    (0, 0), (36, 15.8587), (36, 31.7175), (36, 47.5762),
+    (36, 63.435), (62.4943, -76.5584), (54, 90), (45.5057, 76.5584),
+    (108, 15.8587), (108, 31.7175), (108, 47.5762), (108, 63.435),
+    (134.494, -76.5584), (126, 90), (117.506, 76.5584), (144, -15.8587),
+    (144, -31.7175), (144, -47.5762), (144, -63.435), (170.494, 76.5584),
+    (162, 90), (153.506, -76.5584), (72, -15.8587), (72, -31.7175),
+    (72, -47.5762), (72, -63.435), (98.4943, 76.5584), (90, 90),
+    (81.5057, -76.5584), (0, -15.8587), (0, -31.7175), (0, -47.5762),
+    (0, -63.435), (26.4943, 76.5584), (18, 90), (9.50571, -76.5584),
+    (12.811, 42.2347), (18.467, 59.6208), (0, 90), (8.86721, 75.2191),
+    (72, 26.5651), (59.189, 42.2347), (84.811, 42.2347), (53.533, 59.6208),
+    (72, 58.2825), (90.467, 59.6208), (72, 90), (63.1328, 75.2191),
+    (80.8672, 75.2191), (144, 26.5651), (131.189, 42.2347), (156.811, 42.2347),
+    (125.533, 59.6208), (144, 58.2825), (162.467, 59.6208), (144, 90),
+    (135.133, 75.2191), (152.867, 75.2191), (180, -26.5651), (167.189, -42.2347),
+    (180, -58.2825), (161.533, -59.6208), (171.133, -75.2191), (108, -26.5651),
+    (120.811, -42.2347), (95.189, -42.2347), (126.467, -59.6208), (108, -58.2825),
+    (89.533, -59.6208), (108, 90), (116.867, -75.2191), (99.1328, -75.2191),
+    (36, -26.5651), (48.811, -42.2347), (23.189, -42.2347), (54.467, -59.6208),
+    (36, -58.2825), (17.533, -59.6208), (36, 90), (44.8672, -75.2191),
+    (27.1328, -75.2191),
+)
+
+ICOSPHERE_46: tuple[tuple[float, float], ...] = (
+    (0, 0), (36, 21.145), (36, 42.29), (36, 63.435),
+    (59.6043, -81.0207), (48.3957, 81.0207), (108, 21.145), (108, 42.29),
+    (108, 63.435), (131.604, -81.0207), (120.396, 81.0207), (144, -21.145),
+    (144, -42.29), (144, -63.435), (167.604, 81.0207), (156.396, -81.0207),
+    (72, -21.145), (72, -42.29), (72, -63.435), (95.6043, 81.0207),
+    (84.3957, -81.0207), (0, -21.145), (0, -42.29), (0, -63.435),
+    (23.6043, 81.0207), (12.3957, -81.0207), (12.3756, 58.8818), (72, 36.349),
+    (59.6244, 58.8818), (84.3756, 58.8818), (72, 80.2161), (144, 36.349),
+    (131.624, 58.8818), (156.376, 58.8818), (144, 80.2161), (180, -36.349),
+    (167.624, -58.8818), (180, -80.2161), (108, -36.349), (120.376, -58.8818),
+    (95.6244, -58.8818), (108, -80.2161), (36, -36.349), (48.3756, -58.8818),
+    (23.6244, -58.8818), (36, -80.2161),
+)
+
+
+def angles_to_vectors(angles: np.ndarray) -> np.ndarray:
+    """Unit vectors ``(D, 3)`` in (x, y, z) order from ``(D, 2)`` (rot, tilt) in degrees."""
+    a = np.deg2rad(np.asarray(angles, dtype=np.float64))
+    rot, tilt = a[:, 0], a[:, 1]
+    return np.stack(
+        [np.sin(tilt) * np.cos(rot), np.sin(tilt) * np.sin(rot), np.cos(tilt)], axis=1
+    )
+
+
+def direction_set(fast: bool = False, *, xmipp_compat: bool = False) -> np.ndarray:
+    """The ``(D, 2)`` (rot, tilt) table: 81 directions, or 46 in fast mode.
+
+    With ``fast`` and ``xmipp_compat`` the +z direction is listed twice (47 rows), as Xmipp does
+    (quirk Q16); the default lists each direction once.
+    """
+    table = ICOSPHERE_46 if fast else ICOSPHERE_81
+    arr = np.array(table, dtype=np.float64)
+    if fast and xmipp_compat:
+        arr = np.vstack([arr[:1], arr])
+    return arr
+
+
+def canonical_angles(angles: np.ndarray) -> np.ndarray:
+    """(rot, tilt) with tilt >= 0 (a negative tilt becomes ``(rot + 180, |tilt|)``), rot in [0, 360]."""
+    a = np.array(angles, dtype=np.float64, copy=True)
+    neg = a[:, 1] < 0
+    a[neg, 0] += 180.0
+    a[neg, 1] = -a[neg, 1]
+    a[:, 0] = np.where(a[:, 0] > 360.0, a[:, 0] - 360.0, a[:, 0])
+    return a
+
+
+def neighbour_pairs(vectors: np.ndarray, max_angle_deg: float, *, fold: bool) -> np.ndarray:
+    """Index pairs ``(i, j)``, ``i != j``, of directions closer than ``max_angle_deg``.
+
+    With ``fold`` antipodes count as the same axis (``|d_i . d_j|``); without it the raw dot
+    product is used, as Xmipp does (quirk Q3).
+    """
+    dots = vectors @ vectors.T
+    if fold:
+        dots = np.abs(dots)
+    ang = np.degrees(np.arccos(np.clip(dots, -1.0, 1.0)))
+    close = ang < max_angle_deg
+    np.fill_diagonal(close, False)
+    return np.argwhere(close)

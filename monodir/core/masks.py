@@ -1,0 +1,81 @@
+"""Mask states and real-space geometry shared by MonoRes and the directional pass.
+
+Logical coordinates put the origin at index ``floor(n/2)`` on every axis (algorithm.md 0.4).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def logical_coords(shape: tuple[int, int, int], center: float | None = None):
+    """Broadcastable ``(z, y, x)`` coordinates relative to the centre (default ``floor(n/2)``)."""
+    nz, ny, nx = shape
+    cz, cy, cx = (nz // 2, ny // 2, nx // 2) if center is None else (center,) * 3
+    z = (np.arange(nz) - cz)[:, None, None].astype(np.float64)
+    y = (np.arange(ny) - cy)[None, :, None].astype(np.float64)
+    x = (np.arange(nx) - cx)[None, None, :].astype(np.float64)
+    return z, y, x
+
+
+def radius2(shape: tuple[int, int, int]) -> np.ndarray:
+    """Squared distance (voxels^2) of every voxel to the centre voxel, as int64."""
+    z, y, x = logical_coords(shape)
+    return (z * z + y * y + x * x).astype(np.int64)
+
+
+def protein_radius(mask: np.ndarray, r2: np.ndarray) -> int:
+    """``int(sqrt(max r^2))`` over mask voxels (0 for an empty mask)."""
+    if not mask.any():
+        return 0
+    return int(np.sqrt(float(r2[mask].max())))
+
+
+def cliff_radius(volume: np.ndarray, r2: np.ndarray, r_prot: int) -> tuple[int, bool]:
+    """Radius beyond which the map has (almost) no variance: an automatic spherical pre-mask.
+
+    Shells ``rad^2 <= r^2 < (rad+1)^2`` for ``rad = r_prot .. n//2 - 1``; the first shell whose
+    variance is below 1 % of the previous one's gives ``rad - 1`` (algorithm.md 1.2.2). Returns
+    ``(radius, found)``; when no cliff is found the radius is ``n//2``.
+    """
+    n = volume.shape[2]
+    flat_r2 = r2.reshape(-1)
+    vals = volume.reshape(-1)
+    rmax = n // 2
+    shell = np.floor(np.sqrt(flat_r2.astype(np.float64))).astype(np.int64)
+    # make shell membership exact in integers: rad^2 <= r2 < (rad+1)^2
+    shell = np.where((shell + 1) ** 2 <= flat_r2, shell + 1, shell)
+    shell = np.where(shell**2 > flat_r2, shell - 1, shell)
+    sel = (shell >= r_prot) & (shell < rmax)
+    idx = shell[sel] - r_prot
+    nb = max(rmax - r_prot, 0)
+    if nb == 0:
+        return rmax, False
+    v = vals[sel].astype(np.float64)
+    cnt = np.bincount(idx, minlength=nb).astype(np.float64)
+    s1 = np.bincount(idx, weights=v, minlength=nb)
+    s2 = np.bincount(idx, weights=v * v, minlength=nb)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = s1 / cnt
+        var = s2 / cnt - mean * mean
+    prev = 1e-38
+    for k in range(nb):
+        cur = var[k] if cnt[k] > 0 else 0.0
+        if cur / prev < 0.01:
+            return r_prot + k - 1, True
+        prev = cur
+    return rmax, False
+
+
+def percentile(values: np.ndarray, p: float) -> float:
+    """Xmipp's empirical percentile ``sorted(values)[int(n*p)]`` (algorithm.md 0.5).
+
+    ``p = 1`` and empty samples raise ``ValueError`` (quirk Q12).
+    """
+    n = values.size
+    if n == 0:
+        raise ValueError("percentile of an empty sample")
+    k = int(n * p)
+    if k >= n:
+        k = n - 1
+    return float(np.partition(values, k)[k])

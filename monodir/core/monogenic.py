@@ -1,0 +1,201 @@
+"""Band-pass monogenic amplitude (algorithm.md 1.4 and 2.6).
+
+For a tested frequency ``f`` the spectrum ``V`` is high-passed with a raised-cosine ramp on
+``[fH, f]``; the monogenic signal is the band-passed map ``w`` and its three Riesz components
+``R_a = IFFT(-i u_a/|u| W)``; the amplitude ``sqrt(w^2 + R_x^2 + R_y^2 + R_z^2)`` is optionally
+tapered in real space and then low-passed with a raised cosine on ``[f, fL]``.
+
+Packing: the four real inverse transforms are done as two complex ones,
+``w + i R_x = IFFT(W (g + h_x))`` and ``R_y + i R_z = IFFT(W (h_z - i h_y))`` where ``g`` is the
+(real) scalar filter and ``-i h_a`` the Riesz multipliers, expressed on the full Fourier grid by
+:func:`monodir.core.fourier.full_from_half` so that the result is exactly what four real inverse
+transforms of the half spectrum give.
+
+The coefficients that can be non-zero are stored compactly (``flat_index``): for a directional
+cone that is a few percent of Fourier space, which makes building the two complex spectra cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from monodir.core import fourier
+
+
+@dataclass
+class SpectralBasis:
+    """Fourier coefficients (and their filters) feeding a monogenic amplitude.
+
+    Attributes
+    ----------
+    shape
+        Real-space shape ``(nz, ny, nx)``.
+    flat_index
+        Flat indices into the full ``(nz, ny, nx)`` Fourier grid of the stored coefficients, or
+        ``None`` when every coefficient is stored (arrays then have the full grid's shape).
+    spectrum
+        Complex coefficients of the analysed map (forward-normalised).
+    radius
+        ``|u|`` at those coefficients (cycles/voxel).
+    g
+        Real scalar filter (for example a cone), or ``None`` for 1.
+    hx, hy, hz
+        Real factors of the Riesz multipliers ``-i h_a`` (``u_a/|u|`` times the filter).
+    """
+
+    shape: tuple[int, int, int]
+    flat_index: np.ndarray | None
+    spectrum: np.ndarray
+    radius: np.ndarray
+    g: np.ndarray | None
+    hx: np.ndarray
+    hy: np.ndarray
+    hz: np.ndarray
+
+    def with_spectrum(self, spectrum: np.ndarray) -> SpectralBasis:
+        """Same filters applied to another spectrum (e.g. the half-map difference)."""
+        return SpectralBasis(
+            self.shape, self.flat_index, spectrum, self.radius, self.g, self.hx, self.hy, self.hz
+        )
+
+
+def riesz_factors_half(
+    shape: tuple[int, int, int], *, xmipp_nyquist: bool, dtype: type = np.float64
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(|u|, u_x/|u|, u_y/|u|, u_z/|u|)`` on the half grid.
+
+    ``xmipp_nyquist=True`` keeps Xmipp's ``+0.5`` at the Nyquist index of every axis (quirk Q20);
+    ``False`` sets the Riesz factor of a Nyquist component to 0 along that axis, which makes the
+    multiplier exactly odd. DC gets 0.
+    """
+    fz, fy, fx = fourier.half_grid(shape, np.float64)
+    r = np.sqrt(fz * fz + fy * fy + fx * fx)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = np.where(r > 0, 1.0 / np.where(r > 0, r, 1.0), 0.0)
+    comps = []
+    for f, n, axis in ((fx, shape[2], 2), (fy, shape[1], 1), (fz, shape[0], 0)):
+        fa = f.copy()
+        if not xmipp_nyquist and n % 2 == 0:
+            sl = [slice(None)] * 3
+            sl[axis] = n // 2 if axis != 2 else n // 2
+            fa[tuple(sl)] = 0.0
+        comps.append((fa * inv).astype(dtype))
+    return r.astype(dtype), comps[0], comps[1], comps[2]
+
+
+def full_basis(
+    spec_half: np.ndarray, shape: tuple[int, int, int], *, xmipp_nyquist: bool
+) -> SpectralBasis:
+    """Basis holding every Fourier coefficient (MonoRes: no cone)."""
+    real_dtype = spec_half.real.dtype
+    nx = shape[2]
+    r_half, hx, hy, hz = riesz_factors_half(shape, xmipp_nyquist=xmipp_nyquist, dtype=real_dtype)
+    radius = np.sqrt(
+        fourier.axis_frequencies(shape[0])[:, None, None] ** 2
+        + fourier.axis_frequencies(shape[1])[None, :, None] ** 2
+        + fourier.axis_frequencies(nx)[None, None, :] ** 2
+    ).astype(real_dtype)
+    return SpectralBasis(
+        shape=shape,
+        flat_index=None,
+        spectrum=fourier.full_spectrum(spec_half, nx),
+        radius=radius,
+        g=None,
+        hx=fourier.full_from_half(hx, nx, odd=True),
+        hy=fourier.full_from_half(hy, nx, odd=True),
+        hz=fourier.full_from_half(hz, nx, odd=True),
+    )
+
+
+def high_pass(r: np.ndarray, f: float, f_h: float) -> np.ndarray:
+    """Raised-cosine high-pass: 0 below ``f_h``, 1 above ``f``."""
+    out = np.ones_like(r)
+    out[r < f_h] = 0.0
+    ramp = (r >= f_h) & (r <= f)
+    if f > f_h:
+        out[ramp] = 0.5 * (1.0 + np.cos(np.pi * (r[ramp] - f) / (f - f_h)))
+    return out
+
+
+def low_pass(r: np.ndarray, f: float, f_l: float, *, nan_at_zero_width: bool) -> np.ndarray:
+    """Raised-cosine low-pass: 1 below ``f``, 0 above ``f_l``.
+
+    When ``f_l == f`` (only at Nyquist) Xmipp divides by zero and the coefficients with
+    ``|u| == f`` become NaN (quirk Q1); ``nan_at_zero_width`` reproduces that, otherwise the
+    cut is hard (``|u| <= f`` kept).
+    """
+    out = np.zeros_like(r)
+    out[r < f] = 1.0
+    ramp = (r >= f) & (r <= f_l)
+    if f_l > f:
+        out[ramp] = 0.5 * (1.0 + np.cos(np.pi * (r[ramp] - f) / (f_l - f)))
+    elif nan_at_zero_width:
+        out[ramp] = np.nan
+    else:
+        out[ramp] = 1.0
+    return out
+
+
+class AmplitudeWorkspace:
+    """Reusable buffers for repeated amplitude evaluations on one grid (one per thread)."""
+
+    def __init__(self, shape: tuple[int, int, int], dtype: type, threads: int = 1):
+        self.shape = shape
+        self.dtype = np.dtype(dtype)
+        self.cdtype = fourier.complex_dtype(self.dtype)
+        self.threads = threads
+        self._inv = fourier.InverseC2C(shape, self.cdtype, threads)
+        self.zin = self._inv.zin
+        self.acc = np.empty(shape, dtype=self.dtype)
+        self.r_half = fourier.half_radius(shape, self.dtype)
+        self._filled: np.ndarray | None = None
+
+    def _load(self, index: np.ndarray | None, values: np.ndarray) -> None:
+        if index is None:
+            self.zin[...] = values
+            self._filled = None
+            return
+        if self._filled is not None and not np.array_equal(self._filled, index):
+            self.zin.reshape(-1)[self._filled] = 0
+        elif self._filled is None:
+            self.zin[...] = 0
+        self.zin.reshape(-1)[index] = values
+        self._filled = index
+
+    def amplitude(
+        self,
+        basis: SpectralBasis,
+        f: float,
+        f_h: float,
+        f_l: float,
+        *,
+        taper: np.ndarray | None = None,
+        nan_at_zero_width: bool = False,
+        band: bool = True,
+    ) -> np.ndarray:
+        """Monogenic amplitude of ``basis`` at frequency ``f`` (new real array).
+
+        ``band=False`` skips both the high-pass and the low-pass (full-band amplitude).
+        """
+        w = basis.spectrum
+        if band:
+            w = w * high_pass(basis.radius, f, f_h).astype(self.dtype, copy=False)
+        g = 1.0 if basis.g is None else basis.g
+        self._load(basis.flat_index, w * (g + basis.hx))
+        out = self._inv.run()
+        np.multiply(out.real, out.real, out=self.acc)
+        self.acc += out.imag * out.imag
+        self._load(basis.flat_index, w * (basis.hz - 1j * basis.hy))
+        out = self._inv.run()
+        self.acc += out.real * out.real
+        self.acc += out.imag * out.imag
+        amp = np.sqrt(self.acc)
+        if taper is not None:
+            amp *= taper
+        if not band:
+            return amp
+        spec = fourier.rfftn(amp, self.threads)
+        spec *= low_pass(self.r_half, f, f_l, nan_at_zero_width=nan_at_zero_width)
+        return fourier.irfftn(spec, self.shape, self.threads)
