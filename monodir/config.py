@@ -368,7 +368,7 @@ class RunConfig:
     threads: int | None = field(
         default=None, metadata=_opt(_conv_number(ge=1, integer=True, nullable=True))
     )
-    reduce_block: int = field(default=262144, metadata=_opt(_conv_number(ge=1, integer=True)))
+    reduce_block: int = field(default=65536, metadata=_opt(_conv_number(ge=1, integer=True)))
 
 
 _SECTIONS: dict[str, type] = {
@@ -736,7 +736,7 @@ cluster:
 run:
   batch_size: 1                   # directions per task
   threads: null                   # FFT threads per task; null = the worker's threads
-  reduce_block: 262144            # mask voxels per reduction task
+  reduce_block: 65536             # mask voxels per reduction task
 """
 
 

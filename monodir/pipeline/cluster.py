@@ -1,0 +1,322 @@
+"""Dask clusters: a LocalCluster, a dask-jobqueue SLURMCluster, or an existing scheduler.
+
+:func:`open_cluster` is a context manager yielding a :class:`ClusterHandle` (client, the
+cluster object when we started it, and how tasks should ask for worker threads). Everything
+that can be checked without starting anything is checked by :func:`check_cluster_config`,
+which the runner calls before any file is written.
+
+Threads. Each heavy task (MonoRes, one direction, ...) runs FFTs with as many FFTW threads
+as its worker has. To keep a worker from running several such tasks at once (which would
+oversubscribe the cores and multiply the memory), the workers we start get one unit of the
+abstract resource ``monodir`` and every heavy task asks for it. Workers of a scheduler we
+only connect to (``kind: address``) may not have that resource; then tasks run as many at
+a time as the worker has threads, each with ``run.threads`` (default 1) FFT threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from monodir.config import ClusterConfig
+from monodir.errors import InputError
+
+__all__ = [
+    "RESOURCE",
+    "ClusterHandle",
+    "check_cluster_config",
+    "local_cluster_kwargs",
+    "open_cluster",
+    "slurm_cluster_kwargs",
+    "worker_memory_limit",
+]
+
+log = logging.getLogger(__name__)
+
+#: Abstract worker resource held by one heavy monodir task at a time.
+RESOURCE = "monodir"
+
+
+@dataclass
+class ClusterHandle:
+    """A connected Dask client and what the pipeline needs to know about its workers.
+
+    Attributes
+    ----------
+    client
+        The ``distributed.Client``.
+    cluster
+        The cluster object we started (``None`` for ``kind: address``).
+    kind
+        ``"local"``, ``"slurm"`` or ``"address"``.
+    resources
+        Task resource restriction for heavy tasks (``{"monodir": 1}``) or ``None``.
+    threads
+        FFT threads per heavy task: ``None`` = the executing worker's thread count.
+    description
+        One line for the log.
+    """
+
+    client: Any
+    cluster: Any
+    kind: str
+    resources: dict[str, float] | None = None
+    threads: int | None = None
+    description: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The dashboard URL (``.../status``) or ``None`` when there is none."""
+        try:
+            link = self.client.dashboard_link
+        except Exception:  # pragma: no cover - no dashboard
+            return None
+        return link or None
+
+
+# --------------------------------------------------------------------------------------------
+# keyword arguments
+# --------------------------------------------------------------------------------------------
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def local_cluster_kwargs(cfg: ClusterConfig) -> dict[str, Any]:
+    """Keyword arguments of ``distributed.LocalCluster`` for a ``kind: local`` config.
+
+    By default the machine's cores are split into single-threaded worker processes, so
+    ``n_workers * threads_per_worker <= cores``.
+    """
+    cores = _cpu_count()
+    threads = cfg.threads_per_worker or 1
+    n_workers = cfg.n_workers or max(1, cores // threads)
+    if n_workers * threads > cores:
+        log.warning(
+            "cluster: %d workers x %d threads exceed the %d cores of this machine",
+            n_workers,
+            threads,
+            cores,
+        )
+    return {
+        "n_workers": n_workers,
+        "threads_per_worker": threads,
+        "processes": True,
+        "dashboard_address": cfg.dashboard,
+        "resources": {RESOURCE: 1},
+    }
+
+
+def _pythonpath_prologue() -> list[str]:
+    """Make a source-tree monodir importable in batch jobs that do not inherit our env."""
+    import monodir
+
+    root = Path(monodir.__file__).resolve().parent.parent
+    if any(part in ("site-packages", "dist-packages") for part in root.parts):
+        return []
+    return [f'export PYTHONPATH="{root}${{PYTHONPATH:+:$PYTHONPATH}}"']
+
+
+def slurm_cluster_kwargs(cfg: ClusterConfig) -> dict[str, Any]:
+    """Keyword arguments of ``dask_jobqueue.SLURMCluster`` for a ``kind: slurm`` config.
+
+    Keys left unset in the config are not passed, so dask-jobqueue falls back to
+    ``~/.config/dask/jobqueue.yaml``. The workers get the ``monodir`` resource (see the
+    module docstring) and, when monodir runs from a source tree, a ``PYTHONPATH`` line.
+    """
+    import dask.config
+
+    def conf(key: str) -> Any:
+        return dask.config.get(f"jobqueue.slurm.{key}", None)
+
+    kwargs: dict[str, Any] = {}
+    for key in (
+        "cores",
+        "memory",
+        "processes",
+        "walltime",
+        "queue",
+        "account",
+        "interface",
+        "local_directory",
+        "python",
+        "death_timeout",
+    ):
+        value = getattr(cfg, key)
+        if value is not None:
+            kwargs[key] = value
+    if cfg.log_directory is not None:
+        kwargs["log_directory"] = str(cfg.log_directory)
+    if cfg.job_extra_directives:
+        kwargs["job_extra_directives"] = list(cfg.job_extra_directives)
+    extra = list(cfg.worker_extra_args or conf("worker-extra-args") or [])
+    if "--resources" not in extra:
+        extra += ["--resources", f"{RESOURCE}=1"]
+    kwargs["worker_extra_args"] = extra
+    prologue = list(cfg.job_script_prologue or conf("job-script-prologue") or [])
+    kwargs["job_script_prologue"] = prologue + _pythonpath_prologue()
+    scheduler_options = dict(conf("scheduler-options") or {})
+    scheduler_options.update(cfg.scheduler_options)
+    if cfg.dashboard is not None:
+        scheduler_options.setdefault("dashboard_address", cfg.dashboard)
+    else:
+        scheduler_options.setdefault("dashboard", False)
+    kwargs["scheduler_options"] = scheduler_options
+    return kwargs
+
+
+def _slurm_value(cfg: ClusterConfig, key: str) -> Any:
+    import dask.config
+
+    value = getattr(cfg, key)
+    if value is None:
+        value = dask.config.get(f"jobqueue.slurm.{key.replace('_', '-')}", None)
+    return value
+
+
+def worker_memory_limit(cfg: ClusterConfig) -> tuple[int | None, int]:
+    """Memory (bytes) of one worker and the number of concurrent heavy tasks on it.
+
+    ``(None, 1)`` when unknown (``kind: address``).
+    """
+    from dask.utils import parse_bytes
+
+    if cfg.kind == "local":
+        import psutil
+
+        kw = local_cluster_kwargs(cfg)
+        return int(psutil.virtual_memory().total // kw["n_workers"]), 1
+    if cfg.kind == "slurm":
+        memory = _slurm_value(cfg, "memory")
+        processes = _slurm_value(cfg, "processes") or 1
+        if memory is None:
+            return None, 1
+        return int(parse_bytes(str(memory)) // int(processes)), 1
+    return None, 1
+
+
+def check_cluster_config(cfg: ClusterConfig) -> None:
+    """Check what can be checked about the cluster without starting it.
+
+    Raises
+    ------
+    InputError
+        SLURM without ``cores``/``memory`` (in the config or jobqueue.yaml), a malformed
+        memory string, ``processes`` that do not divide ``cores``.
+    """
+    if cfg.kind != "slurm":
+        return
+    from dask.utils import parse_bytes
+
+    for key in ("cores", "memory"):
+        if _slurm_value(cfg, key) is None:
+            raise InputError(
+                f"cluster.{key}: required with cluster.kind: slurm (or set jobqueue.slurm."
+                f"{key} in ~/.config/dask/jobqueue.yaml)"
+            )
+    memory = _slurm_value(cfg, "memory")
+    try:
+        parse_bytes(str(memory))
+    except (ValueError, TypeError):
+        raise InputError(
+            f"cluster.memory: cannot read {memory!r} as a size; write e.g. 16GiB"
+        ) from None
+    cores = int(_slurm_value(cfg, "cores"))
+    processes = int(_slurm_value(cfg, "processes") or 1)
+    if processes > cores:
+        raise InputError(
+            f"cluster.processes: {processes} worker processes per job but only {cores} cores"
+        )
+    try:
+        import dask_jobqueue  # noqa: F401
+    except ImportError:  # pragma: no cover - it is a dependency
+        raise InputError("cluster.kind: slurm needs the dask-jobqueue package") from None
+
+
+# --------------------------------------------------------------------------------------------
+# opening
+# --------------------------------------------------------------------------------------------
+
+
+def _all_workers_have_resource(client: Any) -> bool:
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    return bool(workers) and all(RESOURCE in (w.get("resources") or {}) for w in workers.values())
+
+
+@contextmanager
+def open_cluster(cfg: ClusterConfig, *, threads: int | None = None) -> Iterator[ClusterHandle]:
+    """Start (or connect to) the configured cluster; close what we started on exit.
+
+    Parameters
+    ----------
+    cfg
+        The ``cluster`` config section.
+    threads
+        ``run.threads``: FFT threads per heavy task (``None`` = worker threads).
+
+    Yields
+    ------
+    ClusterHandle
+    """
+    from distributed import Client
+
+    if cfg.kind == "local":
+        from distributed import LocalCluster
+
+        kwargs = local_cluster_kwargs(cfg)
+        cluster = LocalCluster(silence_logs=logging.WARNING, **kwargs)
+        desc = (
+            f"local cluster: {kwargs['n_workers']} worker process(es) x "
+            f"{kwargs['threads_per_worker']} thread(s)"
+        )
+        handle_kwargs: dict[str, Any] = {"resources": {RESOURCE: 1}, "threads": threads}
+    elif cfg.kind == "slurm":
+        from dask_jobqueue import SLURMCluster
+
+        kwargs = slurm_cluster_kwargs(cfg)
+        cluster = SLURMCluster(**kwargs)
+        if cfg.adapt is not None:
+            cluster.adapt(minimum_jobs=cfg.adapt.minimum, maximum_jobs=cfg.adapt.maximum)
+            scale = f"adaptive {cfg.adapt.minimum}-{cfg.adapt.maximum} job(s)"
+        else:
+            cluster.scale(jobs=cfg.jobs or 1)
+            scale = f"{cfg.jobs or 1} job(s)"
+        log.debug("SLURM job script:\n%s", cluster.job_script())
+        cores = kwargs.get("cores", _slurm_value(cfg, "cores"))
+        desc = f"SLURM cluster: {scale} of {cores} core(s)"
+        handle_kwargs = {"resources": {RESOURCE: 1}, "threads": threads}
+    elif cfg.kind == "address":
+        cluster = None
+        desc = f"scheduler at {cfg.scheduler}"
+        handle_kwargs = {}
+    else:  # pragma: no cover - validated in config
+        raise InputError(f"cluster.kind: unknown kind {cfg.kind!r}")
+
+    client = None
+    try:
+        client = Client(cluster) if cluster is not None else Client(cfg.scheduler)
+        if cfg.kind == "address":
+            if _all_workers_have_resource(client):
+                handle_kwargs = {"resources": {RESOURCE: 1}, "threads": threads}
+            else:
+                handle_kwargs = {"resources": None, "threads": threads or 1}
+        yield ClusterHandle(
+            client=client, cluster=cluster, kind=cfg.kind, description=desc, **handle_kwargs
+        )
+    finally:
+        if client is not None:
+            with suppress(Exception):
+                client.close()
+        if cluster is not None:
+            with suppress(Exception):
+                cluster.close()

@@ -1,0 +1,292 @@
+"""End-to-end runs of the pipeline on a LocalCluster (tiny maps, fast mode).
+
+Also holds the helpers the other pipeline tests import (``from test_pipeline_local import
+...``): a tiny synthetic map writer and a fake kernel module, which lets the orchestration
+be tested with controllable timing and without the numerics.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+OUTPUT_MAPS = (
+    "monores_resolution.mrc",
+    "monores_chimera.mrc",
+    "radial_resolution.mrc",
+    "azimuthal_resolution.mrc",
+    "highest_resolution.mrc",
+    "lowest_resolution.mrc",
+    "doa.mrc",
+    "mean_doa.mrc",
+    "anisotropy.mrc",
+    "zscore.mrc",
+)
+
+# ------------------------------------------------------------------------------------------
+# helpers shared with the other pipeline tests
+# ------------------------------------------------------------------------------------------
+
+
+def _write_mrc(path: Path, data: np.ndarray, voxel_size: float, origin=(0.0, 0.0, 0.0)) -> None:
+    with mrcfile.new(str(path), overwrite=True) as mrc:
+        mrc.set_data(np.asarray(data, np.float32))
+        mrc.voxel_size = voxel_size
+        mrc.header.origin = origin
+        mrc.header.nxstart, mrc.header.nystart, mrc.header.nzstart = (0, 0, 0)
+
+
+def make_inputs(
+    directory: Path,
+    n: int = 32,
+    voxel_size: float = 2.0,
+    *,
+    seed: int = 0,
+    half_maps: bool = False,
+    origin=(10.0, -4.0, 2.5),
+) -> dict[str, Path]:
+    """Write a tiny synthetic map (blobs + noise, a little anisotropic) and its mask.
+
+    Returns the paths: ``map`` (or ``half1``/``half2``) and ``mask``.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    z, y, x = np.mgrid[:n, :n, :n].astype(np.float32) - n // 2
+    vol = np.zeros((n, n, n), np.float32)
+    for _ in range(12):
+        c = rng.uniform(-n / 6, n / 6, 3)
+        s = rng.uniform(1.0, 2.0)
+        vol += np.exp(
+            -(
+                (z - c[0]) ** 2 / (2 * (1.6 * s) ** 2)
+                + (y - c[1]) ** 2 / (2 * s**2)
+                + (x - c[2]) ** 2 / (2 * s**2)
+            )
+        )
+    r = np.sqrt(x**2 + y**2 + z**2)
+    mask = (r <= n / 4).astype(np.float32)
+    paths: dict[str, Path] = {}
+    if half_maps:
+        for k in (1, 2):
+            noisy = vol + 0.05 * rng.standard_normal(vol.shape).astype(np.float32)
+            paths[f"half{k}"] = directory / f"half{k}.mrc"
+            _write_mrc(paths[f"half{k}"], noisy, voxel_size, origin)
+    else:
+        noisy = vol + 0.05 * rng.standard_normal(vol.shape).astype(np.float32)
+        paths["map"] = directory / "map.mrc"
+        _write_mrc(paths["map"], noisy, voxel_size, origin)
+    paths["mask"] = directory / "mask.mrc"
+    _write_mrc(paths["mask"], mask, voxel_size, origin)
+    return paths
+
+
+def write_config(
+    path: Path,
+    inputs: dict[str, Path],
+    output: Path,
+    *,
+    n_workers: int = 1,
+    extra: dict | None = None,
+) -> Path:
+    """Write a config for ``inputs`` (fast mode, local cluster, no fixed dashboard port)."""
+    inp: dict = {"mask": str(inputs["mask"])}
+    if "map" in inputs:
+        inp["map"] = str(inputs["map"])
+    else:
+        inp["half_maps"] = [str(inputs["half1"]), str(inputs["half2"])]
+    data = {
+        "input": inp,
+        "monores": {"low_resolution": 12.0, "step": 0.5},
+        "directional": {"fast": True},
+        "output": {"directory": str(output)},
+        "cluster": {
+            "kind": "local",
+            "n_workers": n_workers,
+            "threads_per_worker": 1,
+            "dashboard": ":0",
+        },
+    }
+    for section, values in (extra or {}).items():
+        if isinstance(values, dict):
+            data.setdefault(section, {}).update(values)
+        else:
+            data[section] = values
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+FAKE_KERNELS = textwrap.dedent(
+    '''
+    """Fake kernels with the API of monodir.core (for orchestration tests)."""
+    from __future__ import annotations
+
+    import os
+    import time
+    from dataclasses import dataclass
+
+    import numpy as np
+
+    from monodir.core.results import DirectionalResult, MonoResResult
+
+    MAP_NAMES = ("radial", "azimuthal", "highest", "lowest", "doa", "mean_doa",
+                 "anisotropy", "zscore")
+
+
+    @dataclass
+    class FakeSetup:
+        volume: np.ndarray
+        mask_indices: np.ndarray
+        directions: np.ndarray
+        angles: np.ndarray
+        voxel_size: float
+
+        @property
+        def n_directions(self):
+            return len(self.directions)
+
+        @property
+        def n_mask(self):
+            return len(self.mask_indices)
+
+        @property
+        def shape(self):
+            return self.volume.shape
+
+
+    def monores(volume, mask, voxel_size, *, half_map2=None, threads=1, **kw):
+        res = np.where(mask, 5.0 + np.abs(volume), 0).astype(np.float32)
+        return MonoResResult(resolution=res, chimera=res.copy(), refined_mask=mask.copy(),
+                             resolutions=np.array([12.0, 8.0, 6.0]),
+                             stats={"resolution": np.array([12.0, 8.0, 6.0])},
+                             voxel_size=voxel_size, stop_reason="fake")
+
+
+    def prepare_directional(volume, mask, voxel_size, *, fast=False, threads=1, **kw):
+        d = 12 if fast else 20
+        ang = np.stack([np.linspace(0, 180, d), np.linspace(0, 90, d)], 1)
+        t, r = np.deg2rad(ang[:, 1]), np.deg2rad(ang[:, 0])
+        dirs = np.stack([np.sin(t) * np.cos(r), np.sin(t) * np.sin(r), np.cos(t)], 1)
+        idx = np.flatnonzero(mask.ravel())
+        return FakeSetup(np.asarray(volume, np.float32), idx, dirs, ang, voxel_size)
+
+
+    def direction_resolution(setup, i, threads=1):
+        time.sleep(float(os.environ.get("FAKE_KERNEL_SLEEP", "0")))
+        v = setup.volume.ravel()[setup.mask_indices]
+        return (4.0 + (i + 1) * 0.1 + np.abs(v)).astype(np.float32)
+
+
+    def voxel_summaries(setup, block, start):
+        return {"start": start, "mean": block.mean(0), "max": block.max(0),
+                "min": block.min(0), "sum": float(block.sum(dtype=np.float64))}
+
+
+    def finalize_directional(setup, parts, monores_map=None):
+        mean = np.concatenate([p["mean"] for p in parts])
+        hi = np.concatenate([p["min"] for p in parts])
+        lo = np.concatenate([p["max"] for p in parts])
+        maps = {}
+        for name, vals in zip(MAP_NAMES, (mean, mean, hi, lo, lo - hi, lo - hi,
+                                           (lo - hi) / lo, mean - mean.mean())):
+            vol = np.zeros(setup.shape, np.float32)
+            vol.ravel()[setup.mask_indices] = vals
+            maps[name] = vol
+        d = setup.n_directions
+        return DirectionalResult(
+            directions=setup.directions, angles=setup.angles,
+            mask_indices=setup.mask_indices,
+            resolution_matrix=np.zeros((d, setup.n_mask), np.float32),
+            maps=maps, thresholds={"radial_p90": float(np.percentile(mean, 90)),
+                                   "azimuthal_p90": float(np.percentile(mean, 90))},
+            radial_averages={"radius": np.arange(3.0), "radial_mean": np.ones(3)},
+            preferred_directions={"rot": setup.angles[:, 0], "tilt": setup.angles[:, 1],
+                                  "count": np.ones(d), "mean_resolution": np.ones(d)},
+            direction_means=np.ones(d), anisotropy_axis=np.array([0.0, 0.0, 1.0]),
+            axis_angle_to_z=0.0, voxel_size=setup.voxel_size,
+            extra={"total": sum(p["sum"] for p in parts)},
+        )
+    '''
+)
+
+
+@pytest.fixture
+def fake_kernels(tmp_path, monkeypatch) -> str:
+    """Install the fake kernel module (importable by spawned workers) and return its name."""
+    moddir = tmp_path / "fakemod"
+    moddir.mkdir()
+    (moddir / "monodir_fake_kernels.py").write_text(FAKE_KERNELS)
+    monkeypatch.syspath_prepend(str(moddir))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(moddir), str(REPO)]))
+    return "monodir_fake_kernels"
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """Environment for ``python -m monodir`` subprocesses (repo importable)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([p for p in (env.get("PYTHONPATH"), str(REPO)) if p])
+    env.update(extra)
+    return env
+
+
+def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run ``python -m monodir ARGS`` and capture its output."""
+    env = kwargs.pop("env", None) or cli_env()
+    return subprocess.run(
+        [sys.executable, "-m", "monodir", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        **kwargs,
+    )
+
+
+def read_outputs(out_dir: Path) -> dict[str, np.ndarray]:
+    """All MRC outputs of a run, by file name."""
+    out = {}
+    for name in OUTPUT_MAPS:
+        with mrcfile.open(str(out_dir / name), permissive=True) as mrc:
+            out[name] = np.array(mrc.data)
+    return out
+
+
+def assert_same_outputs(a: Path, b: Path) -> None:
+    """The MRC outputs of two runs are identical, bit for bit."""
+    oa, ob = read_outputs(a), read_outputs(b)
+    for name in OUTPUT_MAPS:
+        np.testing.assert_array_equal(oa[name], ob[name], err_msg=name)
+
+
+# ------------------------------------------------------------------------------------------
+# tests
+# ------------------------------------------------------------------------------------------
+
+
+def test_fake_kernel_run_produces_every_output(tmp_path, fake_kernels):
+    from monodir.config import load_config
+    from monodir.io.store import RunStore
+    from monodir.pipeline.runner import run_pipeline
+
+    inputs = make_inputs(tmp_path / "data")
+    cfg = load_config(write_config(tmp_path / "c.yaml", inputs, tmp_path / "out", n_workers=2))
+    out = run_pipeline(cfg, ["monodir", "run", "c.yaml"], kernels=fake_kernels)
+    for name in OUTPUT_MAPS:
+        assert (out / name).is_file(), name
+    store = RunStore.open(out / "run.zarr", mode="r")
+    assert store.status == "complete"
+    assert store.done_directions().all()
+    attrs = store.attrs
+    assert attrs["command_line"] == ["monodir", "run", "c.yaml"]
+    assert {"prepare", "directions", "reduce", "export", "total"} <= set(attrs["timings"])
+    with mrcfile.open(str(out / "doa.mrc")) as mrc:
+        assert float(mrc.voxel_size.x) == pytest.approx(2.0)
+        assert tuple(float(v) for v in mrc.header.origin.item()) == (10.0, -4.0, 2.5)
