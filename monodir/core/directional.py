@@ -1,0 +1,397 @@
+"""Directional local resolution (MonoDir, algorithm.md section 2).
+
+For every direction ``d`` of a fixed set the map's spectrum is restricted to a double cone of
+half-aperture 15 degrees about ``d``; a frequency sweep then tests, voxel by voxel, whether the
+cone's monogenic amplitude stands above the noise. The noise comes from
+
+* single map: background voxels (outside the mask, beyond the protein radius, inside the usable
+  sphere) within a real-space double cone of 45 degrees about ``d``;
+* half maps: the half-difference map, filtered with the same cone and band, inside the mask
+  (no solvent shell needed).
+
+The unit of distributed work is :func:`direction_resolution` (one direction, all mask voxels).
+:func:`prepare_directional` computes everything the directions share once;
+:func:`directional` runs the whole analysis in-process.
+
+Default mode versus ``xmipp_compat=True``: float32 (compat float64); the fast set lists +z once
+(compat twice, quirk Q16); entries never updated get the first tested resolution instead of
+the box-size sentinel (quirk Q17); the real-space noise cone is centred on ``floor(n/2)`` like
+everything else (compat: ``n/2``, quirk Q24); Riesz multipliers exactly odd at Nyquist (Q20).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from monodir.core import fourier
+from monodir.core.directions import angles_to_vectors, direction_set
+from monodir.core.masks import cliff_radius, percentile, protein_radius, radius2
+from monodir.core.monogenic import AmplitudeWorkspace, SpectralBasis, riesz_factors_half
+from monodir.core.results import DirectionalResult
+from monodir.core.sweep import SweepStep, directional_sweep
+
+#: Half-aperture of the Fourier cone (degrees).
+CONE_ANGLE = 15.0
+#: Half-aperture of the real-space noise cone (degrees).
+NOISE_CONE_ANGLE = 45.0
+#: Width (voxels) of the solvent shell / spatial taper.
+N_SMOOTH = 7
+
+
+@dataclass
+class DirectionalSetup:
+    """Everything the per-direction tasks share (picklable; ship once per worker).
+
+    Attributes
+    ----------
+    shape, voxel_size
+        Grid and sampling.
+    spectrum
+        Half spectrum of the analysed map (forward-normalised).
+    noise_spectrum
+        Half spectrum of the half-difference map, or ``None`` in single-map mode.
+    angles, directions
+        ``(D, 2)`` (rot, tilt) and ``(D, 3)`` unit vectors.
+    mask_indices
+        Flat indices (C order) of the analysed voxels.
+    n_mask_ref
+        Voxel count used by the "fewer than 2.5 % active" stop.
+    noise_candidates
+        Flat indices of the background voxels that may serve as noise (single map).
+    steps
+        The frequency sweep.
+    taper
+        Real-space taper applied to the amplitude, or ``None``.
+    """
+
+    shape: tuple[int, int, int]
+    voxel_size: float
+    xmipp_compat: bool
+    significance: float
+    resolution_step: float
+    fast: bool
+    spectrum: np.ndarray
+    noise_spectrum: np.ndarray | None
+    angles: np.ndarray
+    directions: np.ndarray
+    mask_indices: np.ndarray
+    n_mask_ref: int
+    noise_candidates: np.ndarray
+    r_particle: int
+    r_limit: int
+    steps: list[SweepStep]
+    taper: np.ndarray | None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n_directions(self) -> int:
+        return int(self.directions.shape[0])
+
+    @property
+    def n_mask(self) -> int:
+        return int(self.mask_indices.size)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.float64 if self.xmipp_compat else np.float32)
+
+    @property
+    def half_maps(self) -> bool:
+        return self.noise_spectrum is not None
+
+
+class NoNoiseRegionError(ValueError):
+    """Single-map mode needs a solvent shell around the protein; there is none."""
+
+
+def spatial_taper(shape: tuple[int, int, int], width: int = N_SMOOTH) -> np.ndarray:
+    """Raised-cosine taper from radius ``c - width`` to ``c`` (``c = floor(n/2)``), 0 beyond."""
+    c = shape[2] // 2
+    r = np.sqrt(radius2(shape).astype(np.float64))
+    t = np.ones(shape)
+    ramp = (r >= c - width) & (r <= c)
+    t[ramp] = 0.5 * (1.0 + np.cos(np.pi * (c - width - r[ramp]) / width))
+    t[r > c] = 0.0
+    return t
+
+
+def prepare_directional(
+    volume: np.ndarray,
+    mask: np.ndarray,
+    voxel_size: float,
+    *,
+    half_maps: tuple[np.ndarray, np.ndarray] | None = None,
+    fast: bool = False,
+    resolution_step: float = 0.5,
+    significance: float = 0.95,
+    sphere_radius: float | None = None,
+    xmipp_compat: bool = False,
+    threads: int = 1,
+) -> DirectionalSetup:
+    """Shared inputs of the per-direction tasks.
+
+    Parameters
+    ----------
+    volume
+        The map (ignored when ``half_maps`` is given, then the analysed map is their mean).
+    mask
+        Boolean protein mask.
+    voxel_size
+        Å per voxel.
+    half_maps
+        ``(half1, half2)``: noise from their half difference inside the mask.
+    fast
+        46 directions instead of 81.
+    resolution_step
+        Minimum Å spacing of tested resolutions below 8 Å.
+    significance
+        Noise quantile of the per-direction threshold.
+    sphere_radius
+        Radius (voxels) of the usable sphere; default half the box.
+    xmipp_compat
+        Reproduce Xmipp (float64, quirks kept).
+    threads
+        FFT threads.
+
+    Raises
+    ------
+    NoNoiseRegionError
+        Single-map mode without a solvent shell of at least 7 voxels (use half maps).
+    """
+    dtype = np.float64 if xmipp_compat else np.float32
+    mask = np.asarray(mask).astype(bool)
+    if half_maps is not None:
+        h1 = np.asarray(half_maps[0], dtype=np.float64)
+        h2 = np.asarray(half_maps[1], dtype=np.float64)
+        analysed = 0.5 * (h1 + h2)
+        noise_map = 0.5 * (h1 - h2)
+    else:
+        analysed = np.asarray(volume, dtype=np.float64)
+        noise_map = None
+    shape = analysed.shape
+    n = shape[2]
+    r2 = radius2(shape)
+    state = np.where(mask, 1, 0).astype(np.int8)
+    r_prot = protein_radius(mask, r2)
+    n_mask_ref = int(mask.sum())
+    r_lim, _ = cliff_radius(analysed, r2, r_prot)
+    state[r2 >= r_lim * r_lim] = -1
+    radius = n / 2 if sphere_radius is None or sphere_radius <= 0 else float(sphere_radius)
+    if noise_map is None and r_lim - N_SMOOTH <= r_prot:
+        raise NoNoiseRegionError(
+            f"the mask reaches {r_prot} voxels from the centre but the map has signal out to "
+            f"{r_lim} voxels: single-map mode needs at least {N_SMOOTH} voxels of solvent "
+            "beyond the mask; give half maps (input.half_maps) or a larger box"
+        )
+    state[r2 > (radius - N_SMOOTH) ** 2] = -1
+    mask_indices = np.flatnonzero(state >= 1)
+    noise_candidates = np.flatnonzero((state == 0) & (r2 > r_prot * r_prot))
+    if noise_map is None and noise_candidates.size == 0:
+        raise NoNoiseRegionError(
+            "no background voxels between the mask and the edge of the usable sphere: "
+            "single-map mode needs a solvent region; give half maps (input.half_maps)"
+        )
+    angles = direction_set(fast, xmipp_compat=xmipp_compat)
+    spectrum = fourier.rfftn(analysed.astype(dtype), threads)
+    noise_spectrum = None
+    if noise_map is not None:
+        noise_spectrum = fourier.rfftn(noise_map.astype(dtype), threads)
+    return DirectionalSetup(
+        shape=shape,
+        voxel_size=float(voxel_size),
+        xmipp_compat=xmipp_compat,
+        significance=float(significance),
+        resolution_step=float(resolution_step),
+        fast=fast,
+        spectrum=spectrum,
+        noise_spectrum=noise_spectrum,
+        angles=angles,
+        directions=angles_to_vectors(angles),
+        mask_indices=mask_indices,
+        n_mask_ref=n_mask_ref,
+        noise_candidates=noise_candidates,
+        r_particle=r_prot,
+        r_limit=r_lim,
+        steps=directional_sweep(n, voxel_size, resolution_step),
+        taper=spatial_taper(shape).astype(dtype),
+        info={"state_counts": {"mask": int(mask_indices.size), "noise": int(noise_candidates.size)}},
+    )
+
+
+def _gather_full(spec_half: np.ndarray, flat_index: np.ndarray, nx: int) -> np.ndarray:
+    """Full-grid coefficients at ``flat_index`` of a real signal given its half spectrum."""
+    nz, ny, nh = spec_half.shape
+    kz, rem = np.divmod(flat_index, ny * nx)
+    ky, kx = np.divmod(rem, nx)
+    stored = kx < nh
+    out = np.empty(flat_index.size, dtype=spec_half.dtype)
+    out[stored] = spec_half[kz[stored], ky[stored], kx[stored]]
+    m = ~stored
+    out[m] = np.conj(spec_half[(-kz[m]) % nz, (-ky[m]) % ny, nx - kx[m]])
+    return out
+
+
+def cone_basis(setup: DirectionalSetup, i: int) -> SpectralBasis:
+    """Spectral basis of direction ``i``: the coefficients inside its 15-degree double cone."""
+    shape = setup.shape
+    nx = shape[2]
+    dtype = setup.dtype
+    d = setup.directions[i]
+    fz, fy, fx = fourier.half_grid(shape, np.float64)
+    r_half, hx, hy, hz = riesz_factors_half(
+        shape, xmipp_nyquist=setup.xmipp_compat, dtype=np.float64
+    )
+    dot = np.abs(fx * d[0] + fy * d[1] + fz * d[2])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cosang = np.where(r_half > 0, dot / np.where(r_half > 0, r_half, 1.0), 0.0)
+    cone = np.arccos(np.clip(cosang, -1.0, 1.0)) <= np.deg2rad(CONE_ANGLE)
+    cone &= r_half > 0
+    g_full = fourier.full_from_half(cone.astype(np.float64), nx)
+    flat = np.flatnonzero(g_full)
+    hfull = [
+        fourier.full_from_half(cone * h, nx, odd=True).reshape(-1)[flat] for h in (hx, hy, hz)
+    ]
+    kz, rem = np.divmod(flat, shape[1] * nx)
+    ky, kx = np.divmod(rem, nx)
+    rad = np.sqrt(
+        fourier.idx2freq(kz, shape[0]) ** 2
+        + fourier.idx2freq(ky, shape[1]) ** 2
+        + fourier.idx2freq(kx, nx) ** 2
+    )
+    return SpectralBasis(
+        shape=shape,
+        flat_index=flat,
+        spectrum=_gather_full(setup.spectrum, flat, nx),
+        radius=rad.astype(dtype),
+        g=g_full.reshape(-1)[flat].astype(dtype),
+        hx=hfull[0].astype(dtype),
+        hy=hfull[1].astype(dtype),
+        hz=hfull[2].astype(dtype),
+    )
+
+
+def noise_indices(setup: DirectionalSetup, i: int) -> np.ndarray:
+    """Background voxels inside the 45-degree real-space double cone about direction ``i``."""
+    shape = setup.shape
+    cand = setup.noise_candidates
+    kz, rem = np.divmod(cand, shape[1] * shape[2])
+    ky, kx = np.divmod(rem, shape[2])
+    if setup.xmipp_compat:
+        c = np.array([shape[2] / 2, shape[1] / 2, shape[0] / 2])
+    else:
+        c = np.array([shape[2] // 2, shape[1] // 2, shape[0] // 2], dtype=np.float64)
+    px, py, pz = kx - c[0], ky - c[1], kz - c[2]
+    d = setup.directions[i]
+    norm_p = np.sqrt(px * px + py * py + pz * pz)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ang = np.degrees(np.arccos((px * d[0] + py * d[1] + pz * d[2]) / norm_p))
+    sel = (ang < NOISE_CONE_ANGLE) | (ang > 180.0 - NOISE_CONE_ANGLE)
+    return cand[sel]
+
+
+def direction_resolution(
+    setup: DirectionalSetup,
+    i: int,
+    threads: int = 1,
+    *,
+    workspace: AmplitudeWorkspace | None = None,
+    sweep_log: list | None = None,
+) -> np.ndarray:
+    """Resolution (Å) of every mask voxel along direction ``i``: shape ``(n_mask,)`` float32.
+
+    ``sweep_log``, if given, receives one dict per tested frequency (resolution, active voxels,
+    signal mean, noise mean, threshold).
+    """
+    dtype = setup.dtype
+    ws = workspace or AmplitudeWorkspace(setup.shape, dtype, threads)
+    basis = cone_basis(setup, i)
+    noise_basis = None
+    if setup.half_maps:
+        noise_basis = basis.with_spectrum(
+            _gather_full(setup.noise_spectrum, basis.flat_index, setup.shape[2])
+        )
+        noise_idx = setup.mask_indices
+    else:
+        noise_idx = noise_indices(setup, i)
+        if noise_idx.size == 0:
+            raise NoNoiseRegionError(
+                f"direction {i}: no background voxels inside its noise cone; "
+                "give half maps (input.half_maps)"
+            )
+    n_mask = setup.n_mask
+    sentinel = float(setup.shape[0]) if setup.xmipp_compat else np.nan
+    res = np.full(n_mask, sentinel, dtype=np.float64)
+    st = np.ones(n_mask, dtype=np.int8)
+    tested: list[float] = []
+    for step in setup.steps:
+        tested.append(step.resolution)
+        r_two_back = tested[-3] if len(tested) >= 3 else tested[0]
+        amp = ws.amplitude(
+            basis, step.freq, step.freq_high_pass, step.freq_low_pass, taper=setup.taper
+        ).reshape(-1)
+        active = st > 0
+        ns = int(active.sum())
+        if ns / max(setup.n_mask_ref, 1) < 0.025:
+            break
+        a_mask = amp[setup.mask_indices]
+        mean_s = float(a_mask[active].mean(dtype=np.float64))
+        if noise_basis is not None:
+            amp_n = ws.amplitude(
+                noise_basis, step.freq, step.freq_high_pass, step.freq_low_pass,
+                taper=setup.taper,
+            ).reshape(-1)
+            noise_vals = amp_n[noise_idx]
+        else:
+            noise_vals = amp[noise_idx]
+        thr = percentile(noise_vals.astype(np.float32), setup.significance)
+        if sweep_log is not None:
+            sweep_log.append(
+                {"resolution": step.resolution, "n_active": ns, "mean_signal": mean_s,
+                 "mean_noise": float(noise_vals.mean(dtype=np.float64)), "threshold": thr}
+            )
+        ok = a_mask > thr
+        passed = active & ok
+        failed = active & ~ok
+        st[passed] = 1
+        res[passed] = step.resolution
+        st[failed] += 1
+        done = failed & (st > 2)
+        st[done] = 0
+        res[done] = r_two_back
+    if not setup.xmipp_compat and tested:
+        res[np.isnan(res)] = tested[0]
+    return res.astype(np.float32)
+
+
+def directional(
+    volume: np.ndarray,
+    mask: np.ndarray,
+    voxel_size: float,
+    *,
+    monores_map: np.ndarray | None = None,
+    threads: int = 1,
+    progress=None,
+    **kwargs,
+) -> DirectionalResult:
+    """Directional resolution analysis in-process (no cluster).
+
+    Keyword arguments are those of :func:`prepare_directional`. ``monores_map`` (Å) enters the
+    radial averages and the z-score map. ``progress``, if given, is called with
+    ``(done, total)`` after each direction.
+    """
+    from monodir.core.summaries import finalize_directional, voxel_summaries
+
+    setup = prepare_directional(volume, mask, voxel_size, threads=threads, **kwargs)
+    ws = AmplitudeWorkspace(setup.shape, setup.dtype, threads)
+    matrix = np.empty((setup.n_directions, setup.n_mask), dtype=np.float32)
+    for i in range(setup.n_directions):
+        matrix[i] = direction_resolution(setup, i, threads, workspace=ws)
+        if progress is not None:
+            progress(i + 1, setup.n_directions)
+    parts = []
+    block = 65536
+    for start in range(0, setup.n_mask, block):
+        parts.append(voxel_summaries(setup, matrix[:, start : start + block], start))
+    return finalize_directional(setup, parts, monores_map=monores_map)
