@@ -222,6 +222,12 @@ FAKE_KERNELS = textwrap.dedent(
 @pytest.fixture
 def fake_kernels(tmp_path, monkeypatch) -> str:
     """Install the fake kernel module (importable by spawned workers) and return its name."""
+    return install_fake_kernels(tmp_path, monkeypatch)
+
+
+def install_fake_kernels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Write the fake kernel module, make it importable here and in spawned workers and
+    subprocesses; return the module name."""
     moddir = tmp_path / "fakemod"
     moddir.mkdir()
     (moddir / "monodir_fake_kernels.py").write_text(FAKE_KERNELS)
@@ -290,3 +296,120 @@ def test_fake_kernel_run_produces_every_output(tmp_path, fake_kernels):
     with mrcfile.open(str(out / "doa.mrc")) as mrc:
         assert float(mrc.voxel_size.x) == pytest.approx(2.0)
         assert tuple(float(v) for v in mrc.header.origin.item()) == (10.0, -4.0, 2.5)
+
+
+def _run(cfg_path: Path, kernels: str | None = None, **overrides) -> Path:
+    from monodir.config import load_config
+    from monodir.pipeline.runner import run_pipeline
+
+    sets = [f"{k.replace('__', '.')}={v}" for k, v in overrides.items()]
+    cfg = load_config(cfg_path, sets)
+    return run_pipeline(cfg, ["monodir", "run", str(cfg_path), *sets], kernels=kernels)
+
+
+def test_real_kernels_every_output_same_with_1_or_2_workers(tmp_path):
+    """Real kernels end to end; 1 and 2 workers agree bit for bit, and agree with the
+    in-process API (the pipeline is only a map/reduce over the kernels)."""
+    import monodir
+    from monodir.io.store import RunStore
+
+    inputs = make_inputs(tmp_path / "data", n=32)
+    cfg1 = write_config(tmp_path / "one.yaml", inputs, tmp_path / "one", n_workers=1)
+    cfg2 = write_config(tmp_path / "two.yaml", inputs, tmp_path / "two", n_workers=2)
+    out1 = _run(cfg1)
+    out2 = _run(cfg2)
+    assert_same_outputs(out1, out2)
+    for name in OUTPUT_MAPS:
+        with mrcfile.open(str(out1 / name)) as mrc:
+            assert mrc.data.dtype == np.float32 and mrc.data.shape == (32, 32, 32)
+            assert float(mrc.voxel_size.x) == pytest.approx(2.0)
+            assert tuple(float(v) for v in mrc.header.origin.item()) == (10.0, -4.0, 2.5)
+
+    store = RunStore.open(out1 / "run.zarr", mode="r")
+    attrs = store.attrs
+    assert attrs["status"] == "complete"
+    assert attrs["config"]["directional"]["fast"] is True
+    assert attrs["voxel_size"] == 2.0 and attrs["origin"] == [10.0, -4.0, 2.5]
+    assert set(attrs["versions"]) >= {"numpy", "pyfftw", "zarr", "dask", "monodir"}
+    for stage in ("validate", "staging", "prepare", "directions", "monores", "reduce", "export"):
+        assert stage in attrs["timings"], stage
+    rows = store.read_rows()
+    assert rows.dtype == np.float32 and rows.shape == (46, attrs["n_mask"])
+    assert np.isfinite(rows).all()
+
+    # the same numbers from the notebook API on numpy arrays
+    with mrcfile.open(str(inputs["map"])) as mrc:
+        vol = np.array(mrc.data, np.float32)
+    with mrcfile.open(str(inputs["mask"])) as mrc:
+        mask = np.array(mrc.data) > 0.5
+    mr = monodir.monores(vol, mask, 2.0, low_resolution=12.0, step=0.5)
+    np.testing.assert_array_equal(store.load_monores().resolution, mr.resolution)
+    dr = monodir.directional(vol, mask, 2.0, fast=True, monores_map=mr.resolution)
+    stored = store.load_directional()
+    for name, volume in dr.maps.items():
+        np.testing.assert_array_equal(stored.maps[name], volume.astype(np.float32), name)
+
+
+def test_half_maps_run(tmp_path):
+    inputs = make_inputs(tmp_path / "data", n=32, half_maps=True)
+    out = _run(write_config(tmp_path / "c.yaml", inputs, tmp_path / "out", n_workers=2))
+    for name in OUTPUT_MAPS:
+        assert (out / name).is_file(), name
+    from monodir.io.store import RunStore
+
+    store = RunStore.open(out / "run.zarr", mode="r")
+    assert store.has("inputs/half1") and store.has("inputs/half2")
+    assert not store.has("inputs/map")
+
+
+def test_complete_run_is_refused_unless_overwrite(tmp_path, fake_kernels, capsys, monkeypatch):
+    from monodir.cli import main
+
+    monkeypatch.setenv("MONODIR_KERNELS", fake_kernels)
+    inputs = make_inputs(tmp_path / "data")
+    cfg = write_config(tmp_path / "c.yaml", inputs, tmp_path / "out")
+    assert main(["run", str(cfg)]) == 0
+    marker = tmp_path / "out" / "doa.mrc"
+    stamp = marker.stat().st_mtime_ns
+    assert main(["run", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a complete run" in err and "output.overwrite" in err
+    assert marker.stat().st_mtime_ns == stamp
+    assert main(["run", str(cfg), "--set", "output.overwrite=true"]) == 0
+    assert marker.stat().st_mtime_ns != stamp
+
+
+def test_batches_of_directions(tmp_path, fake_kernels):
+    from monodir.io.store import RunStore
+
+    inputs = make_inputs(tmp_path / "data")
+    cfg = write_config(tmp_path / "c.yaml", inputs, tmp_path / "b", n_workers=2)
+    out = _run(cfg, fake_kernels, run__batch_size=5, run__reduce_block=500)
+    ref = _run(cfg, fake_kernels, output__directory=tmp_path / "ref")
+    assert_same_outputs(out, ref)
+    store = RunStore.open(out / "run.zarr", mode="r")
+    assert store.group["directional/resolution"].chunks == (1, 500)
+    assert store.done_directions().all()
+
+
+def test_progress_log_lines_and_bar(caplog):
+    import io
+    import logging
+
+    from monodir.pipeline.progress import Progress
+
+    with caplog.at_level(logging.INFO, logger="monodir.pipeline.progress"):
+        with Progress(10, 4, stream=io.StringIO(), log_every=0) as p:
+            assert p.eta() is None
+            p.update(2)
+            assert p.eta() is not None
+            p.update(4)
+    text = caplog.text
+    assert "4/10 already done" in text
+    assert "6/10 done (60%)" in text and "ETA" in text
+    assert "10/10 done (100%)" in text
+
+    stream = io.StringIO()
+    with Progress(5, 0, stream=stream, bar=True) as p:
+        p.update(5)
+    assert "5/5" in stream.getvalue()
