@@ -260,3 +260,16 @@ def test_step_and_significance_ranges(step, sig):
     else:
         with pytest.raises(InputError, match=r"^directional\.(resolution_step|significance):"):
             config_from_dict(data, "/tmp")
+
+
+@pytest.mark.parametrize("name", ["local.yaml", "fast.yaml", "slurm.yaml", "halfmaps.yaml"])
+def test_example_configs_are_valid(name):
+    path = Path(__file__).resolve().parents[1] / "configs" / name
+    text = path.read_text()
+    assert text.lstrip().startswith("#")
+    cfg = load_config(path, check_files=False)
+    assert cfg.input.mask == path.parent / "data" / "mask.mrc"
+    if name == "slurm.yaml":
+        assert cfg.cluster.kind == "slurm" and cfg.cluster.jobs == 4
+    if name == "halfmaps.yaml":
+        assert cfg.input.half_maps is not None
