@@ -216,7 +216,7 @@ def prepare_directional(
         r_limit=r_lim,
         steps=directional_sweep(n, voxel_size, resolution_step),
         taper=spatial_taper(shape).astype(dtype),
-        info={"state_counts": {"mask": int(mask_indices.size), "noise": int(noise_candidates.size)}},
+        info={"n_mask": int(mask_indices.size), "n_noise": int(noise_candidates.size)},
     )
 
 
@@ -250,9 +250,7 @@ def cone_basis(setup: DirectionalSetup, i: int) -> SpectralBasis:
     cone &= r_half > 0
     g_full = fourier.full_from_half(cone.astype(np.float64), nx)
     flat = np.flatnonzero(g_full)
-    hfull = [
-        fourier.full_from_half(cone * h, nx, odd=True).reshape(-1)[flat] for h in (hx, hy, hz)
-    ]
+    hfull = [fourier.full_from_half(cone * h, nx, odd=True).reshape(-1)[flat] for h in (hx, hy, hz)]
     kz, rem = np.divmod(flat, shape[1] * nx)
     ky, kx = np.divmod(rem, nx)
     rad = np.sqrt(
@@ -328,19 +326,28 @@ def direction_resolution(
     for step in setup.steps:
         tested.append(step.resolution)
         r_two_back = tested[-3] if len(tested) >= 3 else tested[0]
-        amp = ws.amplitude(
-            basis, step.freq, step.freq_high_pass, step.freq_low_pass, taper=setup.taper
-        ).reshape(-1)
         active = st > 0
         ns = int(active.sum())
         if ns / max(setup.n_mask_ref, 1) < 0.025:
             break
+        amp = ws.amplitude(
+            basis,
+            step.freq,
+            step.freq_high_pass,
+            step.freq_low_pass,
+            taper=setup.taper,
+            scratch=True,
+        ).reshape(-1)
         a_mask = amp[setup.mask_indices]
         mean_s = float(a_mask[active].mean(dtype=np.float64))
         if noise_basis is not None:
             amp_n = ws.amplitude(
-                noise_basis, step.freq, step.freq_high_pass, step.freq_low_pass,
+                noise_basis,
+                step.freq,
+                step.freq_high_pass,
+                step.freq_low_pass,
                 taper=setup.taper,
+                scratch=True,
             ).reshape(-1)
             noise_vals = amp_n[noise_idx]
         else:
@@ -348,8 +355,13 @@ def direction_resolution(
         thr = percentile(noise_vals.astype(np.float32), setup.significance)
         if sweep_log is not None:
             sweep_log.append(
-                {"resolution": step.resolution, "n_active": ns, "mean_signal": mean_s,
-                 "mean_noise": float(noise_vals.mean(dtype=np.float64)), "threshold": thr}
+                {
+                    "resolution": step.resolution,
+                    "n_active": ns,
+                    "mean_signal": mean_s,
+                    "mean_noise": float(noise_vals.mean(dtype=np.float64)),
+                    "threshold": thr,
+                }
             )
         ok = a_mask > thr
         passed = active & ok

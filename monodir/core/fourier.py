@@ -155,6 +155,45 @@ class InverseC2C:
         return sfft.ifftn(self.zin, norm="forward", workers=self.threads)
 
 
+class RealFilter:
+    """Filter a real volume in Fourier space with reused plans and buffers.
+
+    ``x`` is the real input buffer (fill it in place); ``run(factor)`` multiplies the forward
+    spectrum by ``factor`` (half grid, broadcastable) and returns the filtered volume in a buffer
+    that is reused by the next call. Net scale is 1 (forward divided by the voxel count).
+    """
+
+    def __init__(self, shape: tuple[int, int, int], dtype: np.dtype, threads: int = 1):
+        self.shape = tuple(shape)
+        self.threads = threads
+        dtype = np.dtype(dtype)
+        cdtype = complex_dtype(dtype)
+        half = (*self.shape[:-1], self.shape[-1] // 2 + 1)
+        self.scale = dtype.type(1.0 / np.prod(self.shape))
+        if HAVE_PYFFTW:
+            xin = pyfftw.empty_aligned(self.shape, dtype=dtype)
+            self._fwd = _builders.rfftn(xin, threads=threads, planner_effort=_PLANNER)
+            hin = pyfftw.empty_aligned(half, dtype=cdtype)
+            self._inv = _builders.irfftn(
+                hin, s=self.shape, threads=threads, planner_effort=_PLANNER
+            )
+            self.x = self._fwd.input_array
+        else:
+            self._fwd = self._inv = None
+            self.x = np.empty(self.shape, dtype=dtype)
+
+    def run(self, factor: np.ndarray) -> np.ndarray:
+        if self._fwd is None:
+            from scipy import fft as sfft
+
+            spec = sfft.rfftn(self.x, norm="forward", workers=self.threads) * factor
+            return sfft.irfftn(spec, s=self.shape, norm="forward", workers=self.threads)
+        self._fwd.execute()
+        np.multiply(self._fwd.output_array, factor * self.scale, out=self._inv.input_array)
+        self._inv.execute()
+        return self._inv.output_array
+
+
 # ---------------------------------------------------------------------------------------------
 # Index <-> frequency
 

@@ -79,7 +79,7 @@ def riesz_factors_half(
         fa = f.copy()
         if not xmipp_nyquist and n % 2 == 0:
             sl = [slice(None)] * 3
-            sl[axis] = n // 2 if axis != 2 else n // 2
+            sl[axis] = n // 2
             fa[tuple(sl)] = 0.0
         comps.append((fa * inv).astype(dtype))
     return r.astype(dtype), comps[0], comps[1], comps[2]
@@ -91,7 +91,7 @@ def full_basis(
     """Basis holding every Fourier coefficient (MonoRes: no cone)."""
     real_dtype = spec_half.real.dtype
     nx = shape[2]
-    r_half, hx, hy, hz = riesz_factors_half(shape, xmipp_nyquist=xmipp_nyquist, dtype=real_dtype)
+    _, hx, hy, hz = riesz_factors_half(shape, xmipp_nyquist=xmipp_nyquist, dtype=real_dtype)
     radius = np.sqrt(
         fourier.axis_frequencies(shape[0])[:, None, None] ** 2
         + fourier.axis_frequencies(shape[1])[None, :, None] ** 2
@@ -139,17 +139,21 @@ def low_pass(r: np.ndarray, f: float, f_l: float, *, nan_at_zero_width: bool) ->
 
 
 class AmplitudeWorkspace:
-    """Reusable buffers for repeated amplitude evaluations on one grid (one per thread)."""
+    """Reusable plans and buffers for repeated amplitude evaluations on one grid.
+
+    Not thread-safe: use one workspace per thread.
+    """
 
     def __init__(self, shape: tuple[int, int, int], dtype: type, threads: int = 1):
-        self.shape = shape
+        self.shape = tuple(shape)
         self.dtype = np.dtype(dtype)
         self.cdtype = fourier.complex_dtype(self.dtype)
         self.threads = threads
-        self._inv = fourier.InverseC2C(shape, self.cdtype, threads)
+        self._inv = fourier.InverseC2C(self.shape, self.cdtype, threads)
         self.zin = self._inv.zin
-        self.acc = np.empty(shape, dtype=self.dtype)
-        self.r_half = fourier.half_radius(shape, self.dtype)
+        self._lp = fourier.RealFilter(self.shape, self.dtype, threads)
+        self.acc = self._lp.x
+        self.r_half = fourier.half_radius(self.shape, self.dtype)
         self._filled: np.ndarray | None = None
 
     def _load(self, index: np.ndarray | None, values: np.ndarray) -> None:
@@ -157,12 +161,22 @@ class AmplitudeWorkspace:
             self.zin[...] = values
             self._filled = None
             return
-        if self._filled is not None and not np.array_equal(self._filled, index):
-            self.zin.reshape(-1)[self._filled] = 0
-        elif self._filled is None:
+        if self._filled is None:
             self.zin[...] = 0
+        elif self._filled is not index and not np.array_equal(self._filled, index):
+            self.zin.reshape(-1)[self._filled] = 0
         self.zin.reshape(-1)[index] = values
         self._filled = index
+
+    def _accumulate(self, first: bool) -> None:
+        out = self._inv.run()
+        parts = out.view(self.dtype).reshape(*self.shape, 2)
+        np.square(parts, out=parts)
+        if first:
+            np.add(parts[..., 0], parts[..., 1], out=self.acc)
+        else:
+            self.acc += parts[..., 0]
+            self.acc += parts[..., 1]
 
     def amplitude(
         self,
@@ -174,28 +188,27 @@ class AmplitudeWorkspace:
         taper: np.ndarray | None = None,
         nan_at_zero_width: bool = False,
         band: bool = True,
+        scratch: bool = False,
     ) -> np.ndarray:
-        """Monogenic amplitude of ``basis`` at frequency ``f`` (new real array).
+        """Monogenic amplitude of ``basis`` at frequency ``f``.
 
         ``band=False`` skips both the high-pass and the low-pass (full-band amplitude).
+        With ``scratch=True`` the result lives in an internal buffer that the next call
+        overwrites (no copy); otherwise a new array is returned.
         """
         w = basis.spectrum
         if band:
             w = w * high_pass(basis.radius, f, f_h).astype(self.dtype, copy=False)
         g = 1.0 if basis.g is None else basis.g
         self._load(basis.flat_index, w * (g + basis.hx))
-        out = self._inv.run()
-        np.multiply(out.real, out.real, out=self.acc)
-        self.acc += out.imag * out.imag
+        self._accumulate(first=True)
         self._load(basis.flat_index, w * (basis.hz - 1j * basis.hy))
-        out = self._inv.run()
-        self.acc += out.real * out.real
-        self.acc += out.imag * out.imag
-        amp = np.sqrt(self.acc)
+        self._accumulate(first=False)
+        np.sqrt(self.acc, out=self.acc)
         if taper is not None:
-            amp *= taper
+            self.acc *= taper
         if not band:
-            return amp
-        spec = fourier.rfftn(amp, self.threads)
-        spec *= low_pass(self.r_half, f, f_l, nan_at_zero_width=nan_at_zero_width)
-        return fourier.irfftn(spec, self.shape, self.threads)
+            return self.acc if scratch else self.acc.copy()
+        lp = low_pass(self.r_half, f, f_l, nan_at_zero_width=nan_at_zero_width)
+        out = self._lp.run(lp)
+        return out if scratch else out.copy()

@@ -103,7 +103,7 @@ def monores(
     shape = analysed.shape
     n = shape[2]
 
-    state, r_prot, n_mask, r_lim, found, r2 = prepare_states(analysed, mask)
+    state, r_prot, n_mask, r_lim, found, _ = prepare_states(analysed, mask)
     if found and r_lim <= r_prot:
         log.warning("cliff radius %d is inside the protein radius %d", r_lim, r_prot)
 
@@ -147,8 +147,16 @@ def monores(
     stats: dict[str, list[float]] = {
         k: []
         for k in (
-            "resolution", "frequency", "mean_signal", "var_signal", "n_signal",
-            "mean_noise", "var_noise", "n_noise", "threshold", "z",
+            "resolution",
+            "frequency",
+            "mean_signal",
+            "var_signal",
+            "n_signal",
+            "mean_noise",
+            "var_noise",
+            "n_noise",
+            "threshold",
+            "z",
         )
     }
     max_mean_s = 0.0
@@ -156,12 +164,18 @@ def monores(
     for st in steps:
         tested.append(st.resolution)
         r_two_back = tested[-3] if len(tested) >= 3 else tested[0]
-        amp = ws.amplitude(basis, st.freq, st.freq_high_pass, st.freq_low_pass,
-                           nan_at_zero_width=xmipp_compat)
+        amp = ws.amplitude(
+            basis, st.freq, st.freq_high_pass, st.freq_low_pass, nan_at_zero_width=xmipp_compat
+        )
         amp_n = amp
         if halves:
-            amp_n = ws.amplitude(noise_basis, st.freq, st.freq_high_pass, st.freq_low_pass,
-                                 nan_at_zero_width=xmipp_compat)
+            amp_n = ws.amplitude(
+                noise_basis,
+                st.freq,
+                st.freq_high_pass,
+                st.freq_low_pass,
+                nan_at_zero_width=xmipp_compat,
+            )
         if halves:
             sig_sel = state > 0
             noise_vals = amp_n[state >= 0]
@@ -214,8 +228,11 @@ def monores(
         raise ValueError("the box is too small for any tested frequency")
     r_last = tested[-1]
     assigned = res[res > r_last - 0.001]
-    med = float(np.partition(assigned, int(0.5 * assigned.size))[int(0.5 * assigned.size)]) \
-        if assigned.size else 0.0
+    med = (
+        float(np.partition(assigned, int(0.5 * assigned.size))[int(0.5 * assigned.size)])
+        if assigned.size
+        else 0.0
+    )
     refined = res >= r_last
     filled = np.where(res < r_last, med, res)
     smooth = fourier.gaussian_filter_fourier(filled.astype(dtype), OUTPUT_SIGMA, threads)

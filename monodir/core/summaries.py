@@ -71,7 +71,6 @@ def remove_outliers(
         mean = e.sum(axis=0) / cnt
         var = (e * e).sum(axis=0) / cnt - mean * mean
     cut = mean + _z_sig(significance) * np.sqrt(np.maximum(var, 0.0))
-    n_dir = res.shape[0]
     sum_i = np.zeros_like(res)
     cnt_i = np.zeros(res.shape, dtype=np.int64)
     np.add.at(sum_i, i, e)
@@ -82,7 +81,6 @@ def remove_outliers(
     if xmipp_compat:
         bad |= (sum_i > 0) & (sum_i <= 1.0)
     bad &= res > 0
-    del n_dir
     res[bad] = -1.0
     return res
 
@@ -183,7 +181,7 @@ def fit_axis(directions: np.ndarray, means: np.ndarray) -> tuple[np.ndarray, flo
     d = directions[ok]
     w = means[ok] - means[ok].min()
     tensor = (d * w[:, None]).T @ d
-    vals, vecs = np.linalg.eigh(tensor)
+    _, vecs = np.linalg.eigh(tensor)
     axis = vecs[:, -1]
     if axis[2] < 0:
         axis = -axis
@@ -260,8 +258,9 @@ def radial_averages_and_zscore(
     return {k: np.asarray(v) for k, v in table.items()}, zmap
 
 
-def finalize_directional(setup, parts: list[dict], monores_map: np.ndarray | None = None
-                         ) -> DirectionalResult:
+def finalize_directional(
+    setup, parts: list[dict], monores_map: np.ndarray | None = None
+) -> DirectionalResult:
     """Combine block summaries into the :class:`DirectionalResult`."""
     parts = sorted(parts, key=lambda p: p["start"])
     shape = setup.shape

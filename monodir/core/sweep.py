@@ -36,9 +36,7 @@ class SweepStep:
     freq_low_pass: float
 
 
-def monores_sweep(
-    n: int, voxel_size: float, low_resolution: float, step: float
-) -> list[SweepStep]:
+def monores_sweep(n: int, voxel_size: float, low_resolution: float, step: float) -> list[SweepStep]:
     """MonoRes frequency sweep (algorithm.md 1.3).
 
     Resolutions ``low_resolution - c*step`` are quantised to Fourier indices; repeated indices
