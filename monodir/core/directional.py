@@ -406,4 +406,6 @@ def directional(
     block = 65536
     for start in range(0, setup.n_mask, block):
         parts.append(voxel_summaries(setup, matrix[:, start : start + block], start))
-    return finalize_directional(setup, parts, monores_map=monores_map)
+    result = finalize_directional(setup, parts, monores_map=monores_map)
+    result.resolution_matrix = matrix
+    return result

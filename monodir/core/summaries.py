@@ -15,9 +15,12 @@ Default mode versus ``xmipp_compat=True``:
 * preferred-direction sums in floating point (Q10: Xmipp truncates every addition to an integer;
   NaN for directions never preferred is reported as 0 count and NaN mean in both modes).
 
-The anisotropy index (not in Xmipp) is ``(lowest - highest) / (lowest + highest)`` with
-``highest``/``lowest`` the 5th/95th percentiles of the voxel's directional resolutions: 0 for an
-isotropic voxel, approaching 1 when one direction is far worse than the best.
+The anisotropy index (not in Xmipp) is ``(p83 - p17) / (p83 + p17)`` over the voxel's
+directional resolutions, i.e. Xmipp's ``doa`` (half the 17-83 % range, Å) divided by the middle
+of that range: dimensionless, 0 for a voxel resolved equally in every direction, approaching 1
+when a third of the directions are far worse than the best third. The 17/83 percentiles (rather
+than 5/95) keep the index from saturating on the few directions that fail at the first tested
+frequency even in isotropic maps.
 """
 
 from __future__ import annotations
@@ -116,13 +119,15 @@ def voxel_summaries(setup, block: np.ndarray, start: int) -> dict:
     srt = np.sort(np.where(valid, res, np.inf), axis=0)
     highest = _sorted_percentile(srt, n, 0.05)
     lowest = _sorted_percentile(srt, n, 0.95)
-    doa = 0.5 * (_sorted_percentile(srt, n, 0.83) - _sorted_percentile(srt, n, 0.17))
+    p17 = _sorted_percentile(srt, n, 0.17)
+    p83 = _sorted_percentile(srt, n, 0.83)
+    doa = 0.5 * (p83 - p17)
     mean_doa = 0.5 * (highest + lowest)
     empty = n == 0
     for arr in (highest, lowest, doa, mean_doa):
         arr[empty] = 0.0
     with np.errstate(invalid="ignore", divide="ignore"):
-        aniso = np.where(empty, 0.0, (lowest - highest) / (lowest + highest))
+        aniso = np.where(empty, 0.0, (p83 - p17) / (p83 + p17))
 
     # radial / tangential
     shape = setup.shape

@@ -113,6 +113,7 @@ def directional_sweep(n: int, voxel_size: float, resolution_step: float = 0.5) -
             i_h = idx - 1
         if i_l == idx:
             i_l = idx + 1
+        i_l = min(i_l, n // 2)  # odd n: round(n/2) would wrap to a negative frequency
         f_h = idx2freq(i_h, n)
         f_l = idx2freq(i_l, n)
         if res <= 1.0 - 0.001:
