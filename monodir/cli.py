@@ -171,21 +171,32 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    """Dispatch to :mod:`monodir.report.regenerate`.
+    """Regenerate the outputs of a run.
 
-    Calls ``regenerate(run_dir)`` when the module has it, else ``main([run_dir, *rest])``.
+    Dispatches to :mod:`monodir.report.regenerate` when it exists (``regenerate(run_dir)``,
+    or ``main([run_dir, *rest])`` when extra arguments are given); otherwise rewrites every
+    output from the run store with :func:`monodir.pipeline.runner.regenerate_outputs`.
     """
     run_dir: Path = args.run_dir
     if not run_dir.is_dir():
         raise InputError(f"run directory not found: {run_dir}")
-    mod = _optional_module("monodir.report.regenerate", "report")
     rest = list(args.args)
-    if hasattr(mod, "regenerate") and not rest:
+    try:
+        mod = _optional_module("monodir.report.regenerate", "report")
+    except InputError:
+        mod = None
+    if mod is not None and hasattr(mod, "regenerate") and not rest:
         result = mod.regenerate(run_dir)
         return result if isinstance(result, int) else 0
-    if hasattr(mod, "main"):
+    if mod is not None and hasattr(mod, "main"):
         return int(mod.main([str(run_dir), *rest]) or 0)
-    raise InputError("'monodir report' is not available: monodir.report.regenerate is empty")
+    if rest:
+        raise InputError(f"monodir report: unexpected arguments {' '.join(rest)}")
+    from monodir.pipeline.runner import regenerate_outputs
+
+    written = regenerate_outputs(run_dir)
+    print(f"wrote {len(written)} files in {run_dir}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ be tested with controllable timing and without the numerics.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
+REPORT_FILES = ("summary.json", "report.html", "colour_by_resolution.cxc")
 OUTPUT_MAPS = (
     "monores_resolution.mrc",
     "monores_chimera.mrc",
@@ -296,6 +298,21 @@ def test_fake_kernel_run_produces_every_output(tmp_path, fake_kernels):
     with mrcfile.open(str(out / "doa.mrc")) as mrc:
         assert float(mrc.voxel_size.x) == pytest.approx(2.0)
         assert tuple(float(v) for v in mrc.header.origin.item()) == (10.0, -4.0, 2.5)
+    for name in REPORT_FILES:
+        assert (out / name).is_file(), name
+    assert list((out / "tables").glob("*.star")) and list((out / "tables").glob("*.csv"))
+    assert list((out / "figures").glob("*.png"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["timings"]["directions"] > 0
+    assert summary["config"]["directional"]["fast"] is True
+
+    # `monodir report RUN_DIR` writes the outputs again from run.zarr
+    from monodir.cli import main
+
+    (out / "report.html").unlink()
+    (out / "doa.mrc").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.html").is_file() and (out / "doa.mrc").is_file()
 
 
 def _run(cfg_path: Path, kernels: str | None = None, **overrides) -> Path:
@@ -392,19 +409,28 @@ def test_batches_of_directions(tmp_path, fake_kernels):
     assert store.done_directions().all()
 
 
-def test_progress_log_lines_and_bar(caplog):
+def test_progress_log_lines_and_bar():
     import io
     import logging
 
     from monodir.pipeline.progress import Progress
 
-    with caplog.at_level(logging.INFO, logger="monodir.pipeline.progress"):
+    logger = logging.getLogger("monodir.pipeline.progress")
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
         with Progress(10, 4, stream=io.StringIO(), log_every=0) as p:
             assert p.eta() is None
             p.update(2)
             assert p.eta() is not None
             p.update(4)
-    text = caplog.text
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    text = lines.getvalue()
     assert "4/10 already done" in text
     assert "6/10 done (60%)" in text and "ETA" in text
     assert "10/10 done (100%)" in text

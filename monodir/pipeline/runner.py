@@ -26,7 +26,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,15 @@ from monodir.pipeline.cluster import (
 )
 from monodir.pipeline.progress import Progress, track
 
-__all__ = ["MRC_OUTPUTS", "Inputs", "export_outputs", "load_inputs", "run_pipeline"]
+__all__ = [
+    "MRC_OUTPUTS",
+    "Inputs",
+    "export_outputs",
+    "load_inputs",
+    "regenerate_outputs",
+    "remove_outputs",
+    "run_pipeline",
+]
 
 log = logging.getLogger(__name__)
 
@@ -186,10 +194,6 @@ def load_inputs(config: Config) -> Inputs:
 # --------------------------------------------------------------------------------------------
 
 
-def _known_outputs(out_dir: Path) -> list[Path]:
-    return [out_dir / name for name in MRC_OUTPUTS]
-
-
 def open_run_store(
     config: Config, inputs: Inputs, argv: Sequence[str] | None
 ) -> tuple[RunStore, bool]:
@@ -241,8 +245,7 @@ def open_run_store(
         if store is None:
             log.info("removing the previous run in %s", out_dir)
             RunStore.remove(store_path)
-            for path in _known_outputs(out_dir):
-                path.unlink(missing_ok=True)
+            remove_outputs(out_dir)
     if store is None:
         out_dir.mkdir(parents=True, exist_ok=True)
         store = RunStore.create(
@@ -427,8 +430,13 @@ def compute(
 # --------------------------------------------------------------------------------------------
 
 
-def export_outputs(store: RunStore, out_dir: Path) -> list[Path]:
-    """Write the MRC maps, tables, figures, report and ChimeraX script from the store."""
+def export_outputs(store: RunStore, out_dir: Path, *, xmipp_names: bool = False) -> list[Path]:
+    """Write every output of a finished computation from the store into ``out_dir``.
+
+    MRC maps (with the input's voxel size, origin and start indices), then, through
+    :mod:`monodir.report`: ``tables/`` (STAR and CSV), ``figures/`` (PNG), ``summary.json``,
+    ``report.html`` and ``colour_by_resolution.cxc``. Every file is written atomically.
+    """
     from monodir.io.mrc import write_map
 
     attrs = store.attrs
@@ -451,38 +459,133 @@ def export_outputs(store: RunStore, out_dir: Path) -> list[Path]:
                 overwrite=True,
             )
         )
-    written += _export_reports(store, out_dir)
+    written += _export_reports(store, out_dir, xmipp_names=xmipp_names)
     return written
 
 
-def _export_reports(store: RunStore, out_dir: Path) -> list[Path]:
-    """Tables, figures, HTML report and ChimeraX script (when monodir.report has them)."""
-    import importlib
+#: report map name -> MRC output file (the ChimeraX script colours by these)
+_REPORT_MAPS = {
+    "monores": "monores_resolution.mrc",
+    "radial": "radial_resolution.mrc",
+    "azimuthal": "azimuthal_resolution.mrc",
+    "highest": "highest_resolution.mrc",
+    "lowest": "lowest_resolution.mrc",
+    "mean_doa": "mean_doa.mrc",
+    "doa": "doa.mrc",
+    "anisotropy": "anisotropy.mrc",
+    "zscore": "zscore.mrc",
+}
+REPORT_FILES = ("summary.json", "report.html", "colour_by_resolution.cxc")
+REPORT_DIRS = {"tables": ("*.star", "*.csv", "*.xmd"), "figures": ("*.png",)}
 
-    def optional(module: str, name: str) -> Any:
-        try:
-            return getattr(importlib.import_module(module), name, None)
-        except ImportError:
-            return None
 
-    funcs = {
-        "tables": optional("monodir.report.tables", "write_all_tables"),
-        "figures": optional("monodir.report.plots", "make_all_figures"),
-    }
-    if not any(funcs.values()):
+def _export_reports(store: RunStore, out_dir: Path, *, xmipp_names: bool) -> list[Path]:
+    """Tables, figures, summary, HTML report and ChimeraX script (monodir.report)."""
+    try:
+        from monodir import report
+    except ImportError:  # pragma: no cover - the package is part of monodir
         return []
-    monores = store.load_monores()
+    attrs = store.attrs
+    monores = store.load_monores() if store.has_monores() else None
     directional = store.load_directional()
     out: list[Path] = []
-    for what, func in funcs.items():
-        if func is None:
-            continue
-        t0 = time.perf_counter()
-        result = func(out_dir, monores, directional)
-        log.info("%s written (%.1f s)", what, time.perf_counter() - t0)
-        if isinstance(result, (list, tuple)):
-            out += [Path(p) for p in result if isinstance(p, (str, os.PathLike))]
+    t0 = time.perf_counter()
+    out += [
+        Path(p)
+        for p in report.write_all_tables(
+            out_dir / "tables", monores, directional, xmipp_names=xmipp_names
+        )
+    ]
+    figures = report.make_all_figures(out_dir / "figures", monores, directional)
+    out += [Path(p) for p in figures.values()]
+    inputs = {
+        "files": attrs.get("input_files", {}),
+        "shape": attrs.get("shape"),
+        "voxel_size_A": attrs.get("voxel_size"),
+        "origin_A": attrs.get("origin"),
+        "nstart": attrs.get("nstart"),
+        "half_maps": store.has("inputs/half1"),
+    }
+    timings = dict(store.attrs.get("timings", {}))
+    summary = report.build_summary(
+        monores,
+        directional,
+        config=attrs.get("config", {}),
+        versions=attrs.get("versions", {}),
+        timings=timings,
+        inputs=inputs,
+    )
+    out.append(report.write_summary(out_dir / "summary.json", summary))
+    out.append(report.write_report(out_dir / "report.html", summary, figures))
+    out += _write_chimerax(store, out_dir, monores, directional)
+    log.info("tables, figures and report written (%.1f s)", time.perf_counter() - t0)
     return out
+
+
+def _write_chimerax(store: RunStore, out_dir: Path, monores: Any, directional: Any) -> list[Path]:
+    from monodir import report
+
+    files = store.attrs.get("input_files", {})
+    map_file = files.get("input.map") or files.get("input.half_maps[0]")
+    if not map_file:
+        return []
+    ranges = report.resolution_map_ranges(monores, directional, list(_REPORT_MAPS))
+    maps = {
+        name: (out_dir / _REPORT_MAPS[name], lo, hi)
+        for name, (lo, hi) in ranges.items()
+        if (out_dir / _REPORT_MAPS[name]).is_file()
+    }
+    if not maps:
+        return []
+    key = "inputs/map" if store.has("inputs/map") else "inputs/half1"
+    volume = store.read_array(key)
+    mask = store.read_array("inputs/mask").astype(bool)
+    return [
+        report.write_chimerax_script(
+            out_dir / "colour_by_resolution.cxc",
+            map_file=map_file,
+            resolution_maps=maps,
+            volume=volume,
+            mask=mask,
+        )
+    ]
+
+
+def regenerate_outputs(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """Write the outputs of a complete run again from its ``run.zarr`` (``monodir report``).
+
+    Raises
+    ------
+    InputError
+        No run store in ``run_dir``, or the run is not complete.
+    """
+    run_dir = Path(run_dir)
+    store_path = run_dir / STORE_NAME
+    if not RunStore.exists(store_path):
+        raise InputError(f"{run_dir}: no {STORE_NAME} here; give the output directory of a run")
+    store = RunStore.open(store_path, mode="r")
+    if store.status != "complete" or not store.has_directional_result():
+        raise InputError(
+            f"{run_dir}: the run is not complete; finish it first with the same "
+            "`monodir run` command"
+        )
+    xmipp = bool((store.attrs.get("config") or {}).get("xmipp_compat", False))
+    return export_outputs(store, run_dir, xmipp_names=xmipp)
+
+
+def remove_outputs(out_dir: Path) -> None:
+    """Delete the files a previous run wrote into ``out_dir`` (nothing else)."""
+    for name in (*MRC_OUTPUTS, *REPORT_FILES):
+        (out_dir / name).unlink(missing_ok=True)
+    for sub, patterns in REPORT_DIRS.items():
+        folder = out_dir / sub
+        if not folder.is_dir():
+            continue
+        for pattern in patterns:
+            for path in folder.glob(pattern):
+                path.unlink(missing_ok=True)
+        with suppress(OSError):
+            folder.rmdir()
 
 
 # --------------------------------------------------------------------------------------------
@@ -535,23 +638,17 @@ def run_pipeline(
         stage_inputs(store, inputs)
     inputs.volumes = {}  # the workers read them from the store
 
-    with timer.stage("cluster_start"):
-        cm = open_cluster(config.cluster, threads=config.run.threads)
-        handle = cm.__enter__()
-    try:
+    with ExitStack() as stack:
+        with timer.stage("cluster_start"):
+            handle = stack.enter_context(open_cluster(config.cluster, threads=config.run.threads))
         link = handle.dashboard_link
         print(f"Dashboard: {link}" if link else "Dashboard: (none)", flush=True)
         log.info("%s", handle.description)
         with timer.stage("compute"):
             compute(handle, store, config, inputs, timer, kernels=kernels)
-    except BaseException:
-        cm.__exit__(*sys.exc_info())
-        raise
-    else:
-        cm.__exit__(None, None, None)
 
     with timer.stage("export"):
-        export_outputs(store, out_dir)
+        export_outputs(store, out_dir, xmipp_names=config.xmipp_compat)
     total = time.perf_counter() - t_start
     store.record_timing("total", total)
     store.set_status("complete")
