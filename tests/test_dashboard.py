@@ -11,10 +11,7 @@ import time
 import urllib.error
 import urllib.request
 
-import pytest
 from test_pipeline_local import cli_env, install_fake_kernels, make_inputs, write_config
-
-pytest.importorskip("bokeh", reason="the Dask dashboard needs bokeh")
 
 
 def _free_port() -> int:

@@ -439,3 +439,18 @@ def test_progress_log_lines_and_bar():
     with Progress(5, 0, stream=stream, bar=True) as p:
         p.update(5)
     assert "5/5" in stream.getvalue()
+
+
+def test_tasks_use_the_worker_threads_and_one_heavy_task_at_a_time():
+    from distributed import Client, LocalCluster
+
+    from monodir.config import ClusterConfig
+    from monodir.pipeline.cluster import RESOURCE, local_cluster_kwargs
+    from monodir.pipeline.graph import task_threads
+
+    kwargs = local_cluster_kwargs(ClusterConfig(n_workers=1, threads_per_worker=2))
+    kwargs.update(processes=False, dashboard_address=None)
+    with LocalCluster(**kwargs) as cluster, Client(cluster) as client:
+        assert client.submit(task_threads, None, resources={RESOURCE: 1}).result() == 2
+        assert client.submit(task_threads, 3).result() == 3
+    assert task_threads(None) == 1  # outside a worker

@@ -34,7 +34,7 @@ def _n_marked(store_path: Path) -> int:
     """Directions marked done, counted from the marker chunks (cheap, safe while running)."""
     chunk_dir = store_path / "directional" / "done" / "c"
     try:
-        return len(os.listdir(chunk_dir))
+        return sum(not name.endswith(".partial") for name in os.listdir(chunk_dir))
     except FileNotFoundError:
         return 0
 

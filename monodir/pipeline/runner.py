@@ -645,7 +645,12 @@ def run_pipeline(
         print(f"Dashboard: {link}" if link else "Dashboard: (none)", flush=True)
         log.info("%s", handle.description)
         with timer.stage("compute"):
-            compute(handle, store, config, inputs, timer, kernels=kernels)
+            try:
+                compute(handle, store, config, inputs, timer, kernels=kernels)
+            except Exception as exc:
+                if type(exc).__name__ == "NoNoiseRegionError":  # the kernels' input problem
+                    raise InputError(str(exc)) from exc
+                raise
 
     with timer.stage("export"):
         export_outputs(store, out_dir, xmipp_names=config.xmipp_compat)
