@@ -19,8 +19,22 @@ def _icosahedron_edge_points(freq: int) -> np.ndarray:
     """Icosahedron vertices plus the points dividing each edge into ``freq`` equal arcs."""
     p = (1 + 5**0.5) / 2
     verts = np.array(
-        [(-1, p, 0), (1, p, 0), (-1, -p, 0), (1, -p, 0), (0, -1, p), (0, 1, p), (0, -1, -p),
-         (0, 1, -p), (p, 0, -1), (p, 0, 1), (-p, 0, -1), (-p, 0, 1)], dtype=float)
+        [
+            (-1, p, 0),
+            (1, p, 0),
+            (-1, -p, 0),
+            (1, -p, 0),
+            (0, -1, p),
+            (0, 1, p),
+            (0, -1, -p),
+            (0, 1, -p),
+            (p, 0, -1),
+            (p, 0, 1),
+            (-p, 0, -1),
+            (-p, 0, 1),
+        ],
+        dtype=float,
+    )
     verts /= np.linalg.norm(verts, axis=1)[:, None]
     d = verts @ verts.T
     edge = d[0][d[0] < 0.999].max()
@@ -30,7 +44,7 @@ def _icosahedron_edge_points(freq: int) -> np.ndarray:
             omega = np.arccos(d[a, b])
             for k in range(1, freq):
                 t = k / freq
-                q = (np.sin((1 - t) * omega) * verts[a] + np.sin(t * omega) * verts[b])
+                q = np.sin((1 - t) * omega) * verts[a] + np.sin(t * omega) * verts[b]
                 pts.append(q / np.sin(omega))
     return np.array(pts)
 

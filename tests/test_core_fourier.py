@@ -67,9 +67,7 @@ def test_plane_wave_amplitude_is_constant():
         assert amp.std() / amp.mean() < 1e-4
         assert amp.mean() == pytest.approx(0.7, rel=1e-4)
         # below the pass band the same wave disappears
-        amp_hi = monogenic.AmplitudeWorkspace(wave.shape, dtype).amplitude(
-            basis, 0.3, 0.28, 0.32
-        )
+        amp_hi = monogenic.AmplitudeWorkspace(wave.shape, dtype).amplitude(basis, 0.3, 0.28, 0.32)
         assert amp_hi.max() < 1e-4
 
 

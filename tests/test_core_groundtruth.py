@@ -55,15 +55,17 @@ def _axis_angle(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def isotropic_control():
-    vol, mask = anisotropic_map(64, 1.0, axis=(0, 0, 1), res_along=4.0, res_across=4.0,
-                                noise=0.1, seed=0)
+    vol, mask = anisotropic_map(
+        64, 1.0, axis=(0, 0, 1), res_along=4.0, res_across=4.0, noise=0.1, seed=0
+    )
     return monodir.directional(vol, mask, 1.0, fast=True), mask
 
 
 @pytest.mark.parametrize("axis", [(1.0, 0.0, 0.0), (0.6, 0.0, 0.8), (0.5, -0.5, 0.7071)])
 def test_directional_recovers_anisotropy_axis(axis, isotropic_control):
-    vol, mask = anisotropic_map(64, 1.0, axis=axis, res_along=8.0, res_across=4.0,
-                                noise=0.1, seed=0)
+    vol, mask = anisotropic_map(
+        64, 1.0, axis=axis, res_along=8.0, res_across=4.0, noise=0.1, seed=0
+    )
     out = monodir.directional(vol, mask, 1.0, fast=True)
     # fitted worst axis within 20 degrees of the attenuated axis
     assert _axis_angle(out.anisotropy_axis, axis) < 20.0
@@ -83,8 +85,9 @@ def test_directional_recovers_anisotropy_axis(axis, isotropic_control):
 
 def test_directional_half_maps_need_no_solvent():
     n = 48
-    vol, _ = anisotropic_map(n, 1.0, axis=(0, 0, 1), res_along=8.0, res_across=4.0,
-                             noise=0.0, seed=1)
+    vol, _ = anisotropic_map(
+        n, 1.0, axis=(0, 0, 1), res_along=8.0, res_across=4.0, noise=0.0, seed=1
+    )
     big = np.zeros(vol.shape, bool)
     big[2:-2, 2:-2, 2:-2] = True  # no solvent shell left
     with pytest.raises(NoNoiseRegionError, match="half maps"):
@@ -96,8 +99,9 @@ def test_directional_half_maps_need_no_solvent():
 
 
 def test_default_mode_outputs_are_bounded():
-    vol, mask = anisotropic_map(48, 1.5, axis=(0, 1, 0), res_along=9.0, res_across=6.0,
-                                noise=0.1, seed=5)
+    vol, mask = anisotropic_map(
+        48, 1.5, axis=(0, 1, 0), res_along=9.0, res_across=6.0, noise=0.1, seed=5
+    )
     out = monodir.directional(vol, mask, 1.5, fast=True)
     sel = out.maps["highest"] > 0
     for name in ("radial", "azimuthal", "highest", "lowest", "mean_doa"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from monodir.core.fourier import freq2idx, idx2freq, round_half_away
@@ -17,16 +19,14 @@ def test_index_frequency_conventions():
 
 def test_monores_sweep_n200_matches_worked_example():
     steps = monores_sweep(200, 1.0, 18.0, 0.25)
-    expected = list(range(11, 34)) + [35, 36, 38, 40, 42, 44, 47, 50, 53, 57, 62, 67, 73, 80, 89, 100]
+    expected = [*range(11, 34), 35, 36, 38, 40, 42, 44, 47, 50, 53, 57, 62, 67, 73, 80, 89, 100]
     assert [s.index for s in steps] == expected
     assert len(steps) == 39
     assert steps[0].resolution == pytest.approx(200 / 11)
     assert steps[-1].resolution == pytest.approx(2.0)
 
 
-@pytest.mark.parametrize(
-    ("n", "step", "count"), [(200, 0.5, 26), (256, 0.25, 43), (256, 0.5, 28)]
-)
+@pytest.mark.parametrize(("n", "step", "count"), [(200, 0.5, 26), (256, 0.25, 43), (256, 0.5, 28)])
 def test_monores_sweep_counts(n, step, count):
     assert len(monores_sweep(n, 1.0, 18.0, step)) == count
 
@@ -37,7 +37,7 @@ def test_monores_step_is_clamped():
 
 def test_directional_sweep_n200_matches_worked_example():
     steps = directional_sweep(200, 1.0, 0.5)
-    expected = [11, 12, 13, 14, 15, 16, 17, 19, 21, 23, 26, 28, 30, 32, 35, 38, 42, 47, 53, 61, 72, 88]
+    expected = [*range(11, 18), 19, 21, 23, 26, 28, 30, 32, 35, 38, 42, 47, 53, 61, 72, 88]
     assert [s.index for s in steps] == expected
     last = steps[-1]
     assert last.freq_high_pass == pytest.approx(0.36)
@@ -50,7 +50,7 @@ def test_directional_sweep_properties():
     for n, s in ((128, 1.0), (100, 1.05), (100, 3.54), (257, 0.8)):
         steps = directional_sweep(n, s, 0.5)
         res = [st.resolution for st in steps]
-        assert all(a > b for a, b in zip(res, res[1:]))
+        assert all(a > b for a, b in itertools.pairwise(res))
         assert all(st.freq <= 0.49 for st in steps)
         for st in steps:
             assert st.freq_high_pass < st.freq < st.freq_low_pass <= 0.5
