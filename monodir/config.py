@@ -706,11 +706,11 @@ xmipp_compat: false               # reproduce Xmipp's numbers, quirks included
 
 output:
   directory: monodir_run          # run directory: MRC maps, tables, report, run.zarr
-  overwrite: false                # replace a finished run in that directory
+  overwrite: false                # replace a finished run there (an interrupted one resumes)
 
 cluster:
   kind: local                     # local | slurm | address
-  dashboard: ":8787"              # Dask dashboard address (":0" = any free port)
+  dashboard: ":8787"              # Dask dashboard address (":0" = any free port, null = none)
   # --- kind: local ---
   n_workers: null                 # null = one worker per core
   threads_per_worker: null        # null = 1; FFT threads per task = worker threads

@@ -19,7 +19,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,8 @@ class ClusterHandle:
         FFT threads per heavy task: ``None`` = the executing worker's thread count.
     description
         One line for the log.
+    dashboard
+        Whether the scheduler serves the dashboard (``cluster.dashboard`` not null).
     """
 
     client: Any
@@ -68,11 +70,13 @@ class ClusterHandle:
     resources: dict[str, float] | None = None
     threads: int | None = None
     description: str = ""
-    info: dict[str, Any] = field(default_factory=dict)
+    dashboard: bool = True
 
     @property
     def dashboard_link(self) -> str | None:
         """The dashboard URL (``.../status``) or ``None`` when there is none."""
+        if not self.dashboard:
+            return None
         try:
             link = self.client.dashboard_link
         except Exception:  # pragma: no cover - no dashboard
@@ -108,13 +112,17 @@ def local_cluster_kwargs(cfg: ClusterConfig) -> dict[str, Any]:
             threads,
             cores,
         )
-    return {
+    kwargs: dict[str, Any] = {
         "n_workers": n_workers,
         "threads_per_worker": threads,
         "processes": True,
         "dashboard_address": cfg.dashboard,
         "resources": {RESOURCE: 1},
     }
+    if cfg.dashboard is None:  # no dashboard, and no HTTP server on the default port either
+        kwargs["dashboard_address"] = ":0"
+        kwargs["scheduler_kwargs"] = {"dashboard": False}
+    return kwargs
 
 
 def _pythonpath_prologue() -> list[str]:
@@ -171,6 +179,7 @@ def slurm_cluster_kwargs(cfg: ClusterConfig) -> dict[str, Any]:
         scheduler_options.setdefault("dashboard_address", cfg.dashboard)
     else:
         scheduler_options.setdefault("dashboard", False)
+        scheduler_options.setdefault("dashboard_address", ":0")
     kwargs["scheduler_options"] = scheduler_options
     return kwargs
 
@@ -311,7 +320,12 @@ def open_cluster(cfg: ClusterConfig, *, threads: int | None = None) -> Iterator[
             else:
                 handle_kwargs = {"resources": None, "threads": threads or 1}
         yield ClusterHandle(
-            client=client, cluster=cluster, kind=cfg.kind, description=desc, **handle_kwargs
+            client=client,
+            cluster=cluster,
+            kind=cfg.kind,
+            description=desc,
+            dashboard=cfg.dashboard is not None or cfg.kind == "address",
+            **handle_kwargs,
         )
     finally:
         if client is not None:

@@ -642,7 +642,7 @@ def run_pipeline(
         with timer.stage("cluster_start"):
             handle = stack.enter_context(open_cluster(config.cluster, threads=config.run.threads))
         link = handle.dashboard_link
-        print(f"Dashboard: {link}" if link else "Dashboard: (none)", flush=True)
+        print(f"Dashboard: {link}" if link else "Dashboard: disabled", flush=True)
         log.info("%s", handle.description)
         with timer.stage("compute"):
             try:
