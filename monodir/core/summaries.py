@@ -255,7 +255,11 @@ def radial_averages_and_zscore(
             np.abs(vals[k] - means[k][last]) / stds[k][last] + 0.002
             for k in ("radial", "azimuthal", "highest", "monores")
         ]
-    zmax = np.nanmax(np.stack(zs), axis=0)
+    stacked = np.stack(zs)
+    all_nan = np.isnan(stacked).all(axis=0)
+    zmax = np.where(
+        all_nan, np.nan, np.nanmax(np.where(np.isnan(stacked), -np.inf, stacked), axis=0)
+    )
     zmax = np.minimum(np.where(np.isnan(zmax), 5.0, zmax), 5.0)
     zscore[ok] = zmax[ok]
     zmap = np.zeros(shape)
