@@ -28,7 +28,7 @@ import numpy as np
 from monodir.core import fourier
 from monodir.core.directions import angles_to_vectors, direction_set
 from monodir.core.masks import cliff_radius, percentile, protein_radius, radius2
-from monodir.core.monogenic import AmplitudeWorkspace, SpectralBasis, riesz_factors_half
+from monodir.core.monogenic import AmplitudeWorkspace, SpectralBasis
 from monodir.core.results import DirectionalResult
 from monodir.core.sweep import SweepStep, directional_sweep
 
@@ -233,40 +233,102 @@ def _gather_full(spec_half: np.ndarray, flat_index: np.ndarray, nx: int) -> np.n
     return out
 
 
-def cone_basis(setup: DirectionalSetup, i: int) -> SpectralBasis:
-    """Spectral basis of direction ``i``: the coefficients inside its 15-degree double cone."""
-    shape = setup.shape
-    nx = shape[2]
-    dtype = setup.dtype
-    d = setup.directions[i]
-    fz, fy, fx = fourier.half_grid(shape, np.float64)
-    r_half, hx, hy, hz = riesz_factors_half(
-        shape, xmipp_nyquist=setup.xmipp_compat, dtype=np.float64
-    )
-    dot = np.abs(fx * d[0] + fy * d[1] + fz * d[2])
+def _riesz_at(
+    kz: np.ndarray,
+    ky: np.ndarray,
+    kx: np.ndarray,
+    shape: tuple[int, int, int],
+    xmipp_nyquist: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(|u|, u_x/|u|, u_y/|u|, u_z/|u|)`` at half-grid indices (same rules as
+    :func:`monodir.core.monogenic.riesz_factors_half`)."""
+    nz, ny, nx = shape
+    f = [
+        np.asarray(kx, dtype=np.float64) / nx,  # half axis: Nyquist is +0.5
+        np.asarray(fourier.idx2freq(ky, ny), dtype=np.float64),
+        np.asarray(fourier.idx2freq(kz, nz), dtype=np.float64),
+    ]
+    r = np.sqrt(f[0] * f[0] + f[1] * f[1] + f[2] * f[2])
     with np.errstate(divide="ignore", invalid="ignore"):
-        cosang = np.where(r_half > 0, dot / np.where(r_half > 0, r_half, 1.0), 0.0)
-    cone = np.arccos(np.clip(cosang, -1.0, 1.0)) <= np.deg2rad(CONE_ANGLE)
-    cone &= r_half > 0
-    g_full = fourier.full_from_half(cone.astype(np.float64), nx)
-    flat = np.flatnonzero(g_full)
-    hfull = [fourier.full_from_half(cone * h, nx, odd=True).reshape(-1)[flat] for h in (hx, hy, hz)]
-    kz, rem = np.divmod(flat, shape[1] * nx)
-    ky, kx = np.divmod(rem, nx)
-    rad = np.sqrt(
-        fourier.idx2freq(kz, shape[0]) ** 2
-        + fourier.idx2freq(ky, shape[1]) ** 2
-        + fourier.idx2freq(kx, nx) ** 2
-    )
+        inv = np.where(r > 0, 1.0 / np.where(r > 0, r, 1.0), 0.0)
+    comps = []
+    for fa, k, n in ((f[0], kx, nx), (f[1], ky, ny), (f[2], kz, nz)):
+        if not xmipp_nyquist and n % 2 == 0:
+            fa = np.where(k == n // 2, 0.0, fa)
+        comps.append(fa * inv)
+    return r, comps[0], comps[1], comps[2]
+
+
+def _cone_half(shape: tuple[int, int, int], d: np.ndarray, slab: int = 16) -> np.ndarray:
+    """Boolean half-grid mask of the double cone (half-aperture :data:`CONE_ANGLE`) about ``d``.
+
+    Computed in slabs of the slowest axis to keep temporaries small.
+    """
+    nz, ny, nx = shape
+    nh = nx // 2 + 1
+    fy = fourier.axis_frequencies(ny)[None, :, None]
+    fx = (np.arange(nh) / nx)[None, None, :]
+    limit = np.deg2rad(CONE_ANGLE)
+    out = np.empty((nz, ny, nh), dtype=bool)
+    fz_all = fourier.axis_frequencies(nz)
+    for z0 in range(0, nz, slab):
+        fz = fz_all[z0 : z0 + slab][:, None, None]
+        r = np.sqrt(fz * fz + fy * fy + fx * fx)
+        dot = np.abs(fx * d[0] + fy * d[1] + fz * d[2])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cosang = np.where(r > 0, dot / np.where(r > 0, r, 1.0), 0.0)
+        out[z0 : z0 + slab] = (np.arccos(np.clip(cosang, -1.0, 1.0)) <= limit) & (r > 0)
+    return out
+
+
+def cone_basis(setup: DirectionalSetup, i: int) -> SpectralBasis:
+    """Spectral basis of direction ``i``: the coefficients inside its 15-degree double cone.
+
+    Built from index arithmetic on the few percent of coefficients inside the cone, with the
+    full-grid equivalent of a real inverse transform of the half spectrum
+    (:func:`monodir.core.fourier.full_from_half`): stored coefficients and their conjugate
+    mirrors, and Hermitian averages on the self-mirrored planes ``kx = 0`` and ``kx = nx/2``.
+    """
+    shape = setup.shape
+    nz, ny, nx = shape
+    dtype = setup.dtype
+    compat = setup.xmipp_compat
+    cone = _cone_half(shape, setup.directions[i])
+    planes = [0] + ([nx // 2] if nx % 2 == 0 else [])
+    interior = cone.copy()
+    interior[:, :, planes] = False
+    kz, ky, kx = np.nonzero(interior)
+    r, hx, hy, hz = _riesz_at(kz, ky, kx, shape, compat)
+    flat = [kz * ny * nx + ky * nx + kx, ((-kz) % nz) * ny * nx + ((-ky) % ny) * nx + (nx - kx)]
+    g = [np.ones(kz.size), np.ones(kz.size)]
+    hs = [(hx, hy, hz), (-hx, -hy, -hz)]
+    rad = [r, r]
+    spec = [setup.spectrum[kz, ky, kx], np.conj(setup.spectrum[kz, ky, kx])]
+    mz = (-np.arange(nz)) % nz
+    my = (-np.arange(ny)) % ny
+    for p in planes:
+        cz = cone[:, :, p]
+        cm = cz[mz][:, my]
+        pz, py = np.nonzero(cz | cm)
+        c_k = cz[pz, py].astype(np.float64)
+        c_m = cm[pz, py].astype(np.float64)
+        px = np.full(pz.size, p)
+        rk, hxk, hyk, hzk = _riesz_at(pz, py, px, shape, compat)
+        _, hxm, hym, hzm = _riesz_at(mz[pz], my[py], px, shape, compat)
+        flat.append(pz * ny * nx + py * nx + p)
+        g.append(0.5 * (c_k + c_m))
+        hs.append(tuple(0.5 * (c_k * a - c_m * b) for a, b in ((hxk, hxm), (hyk, hym), (hzk, hzm))))
+        rad.append(rk)
+        spec.append(setup.spectrum[pz, py, p])
     return SpectralBasis(
         shape=shape,
-        flat_index=flat,
-        spectrum=_gather_full(setup.spectrum, flat, nx),
-        radius=rad.astype(dtype),
-        g=g_full.reshape(-1)[flat].astype(dtype),
-        hx=hfull[0].astype(dtype),
-        hy=hfull[1].astype(dtype),
-        hz=hfull[2].astype(dtype),
+        flat_index=np.concatenate(flat),
+        spectrum=np.concatenate(spec),
+        radius=np.concatenate(rad).astype(dtype),
+        g=np.concatenate(g).astype(dtype),
+        hx=np.concatenate([h[0] for h in hs]).astype(dtype),
+        hy=np.concatenate([h[1] for h in hs]).astype(dtype),
+        hz=np.concatenate([h[2] for h in hs]).astype(dtype),
     )
 
 
