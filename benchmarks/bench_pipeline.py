@@ -86,11 +86,12 @@ def run_one(name: str, config: Path) -> dict:
         env=env,
     )
     wall = time.perf_counter() - t0
+    load = os.getloadavg()[0]
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed:\n{proc.stderr}")
     out = Path(yaml.safe_load(config.read_text())["output"]["directory"])
     timings = RunStore.open(out / "run.zarr", mode="r").attrs["timings"]
-    return {"name": name, "wall": wall, "timings": timings, "out": out}
+    return {"name": name, "wall": wall, "timings": timings, "out": out, "load": load}
 
 
 def same_outputs(a: Path, b: Path) -> bool:
@@ -152,12 +153,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{os.cpu_count()} CPUs\n"
         )
         head = f"{'configuration':<26}{'wall s':>8}" + "".join(f"{s:>15}" for s in STAGES)
-        print(head + f"{'identical':>11}")
-        print("-" * (len(head) + 11))
+        print(head + f"{'identical':>11}{'load':>7}")
+        print("-" * (len(head) + 18))
         for r in results:
             cells = "".join(f"{r['timings'].get(s, float('nan')):>15.2f}" for s in STAGES)
             same = "yes" if same_outputs(results[0]["out"], r["out"]) else "NO"
-            print(f"{r['name']:<26}{r['wall']:>8.1f}{cells}{same:>11}")
+            print(f"{r['name']:<26}{r['wall']:>8.1f}{cells}{same:>11}{r['load']:>7.2f}")
+        print("\nload: 1-minute load average at the end of the run (other processes included)")
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

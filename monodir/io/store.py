@@ -14,7 +14,8 @@ Layout (arrays Blosc/zstd-compressed and chunked)::
       directional/resolution  float32 (D, Nmask)  one chunk row per direction (raw sweep)
       directional/done        bool    (D,)        one chunk per direction (resume markers)
       directional/finished_at float64 (D,)        when each row was written (Unix time)
-      directional/clean       float32 (D, Nmask)  after outlier removal (the result matrix)
+      directional/clean       float32 (D, Nmask)  DirectionalResult.resolution_matrix (outliers
+                                                  removed; empty if the kernels leave it out)
       directional/{directions, angles, mask_indices, direction_means}
       directional/extra/<key> arrays from DirectionalResult.extra
       tables/<table>/<column> radial_averages, preferred_directions
