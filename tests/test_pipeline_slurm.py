@@ -127,3 +127,12 @@ def test_local_cluster_sizing():
     kw = local_cluster_kwargs(ClusterConfig(n_workers=1, threads_per_worker=2))
     assert (kw["n_workers"], kw["threads_per_worker"]) == (1, 2)
     assert kw["resources"] == {"monodir": 1}
+
+
+def test_keys_of_other_cluster_kinds_are_reported():
+    from monodir.config import ClusterConfig
+    from monodir.pipeline.cluster import ignored_keys
+
+    assert ignored_keys(ClusterConfig(kind="slurm", n_workers=2, cores=4)) == ["n_workers"]
+    assert ignored_keys(ClusterConfig(kind="local", cores=4, jobs=2)) == ["cores", "jobs"]
+    assert ignored_keys(ClusterConfig()) == []

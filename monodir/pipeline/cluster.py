@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from monodir.config import ClusterConfig
+from monodir.config import ADDRESS_KEYS, LOCAL_KEYS, SLURM_KEYS, ClusterConfig
 from monodir.errors import InputError
 
 __all__ = [
     "RESOURCE",
     "ClusterHandle",
     "check_cluster_config",
+    "ignored_keys",
     "local_cluster_kwargs",
     "open_cluster",
     "slurm_cluster_kwargs",
@@ -214,6 +215,21 @@ def worker_memory_limit(cfg: ClusterConfig) -> tuple[int | None, int]:
     return None, 1
 
 
+def ignored_keys(cfg: ClusterConfig) -> list[str]:
+    """Keys of ``cfg`` given a non-default value but unused by its ``kind``."""
+    from dataclasses import fields
+
+    used = {"kind", "dashboard"} | set(
+        {"local": LOCAL_KEYS, "slurm": SLURM_KEYS, "address": ADDRESS_KEYS}[cfg.kind]
+    )
+    default = ClusterConfig()
+    return [
+        f.name
+        for f in fields(cfg)
+        if f.name not in used and getattr(cfg, f.name) != getattr(default, f.name)
+    ]
+
+
 def check_cluster_config(cfg: ClusterConfig) -> None:
     """Check what can be checked about the cluster without starting it.
 
@@ -221,8 +237,13 @@ def check_cluster_config(cfg: ClusterConfig) -> None:
     ------
     InputError
         SLURM without ``cores``/``memory`` (in the config or jobqueue.yaml), a malformed
-        memory string, ``processes`` that do not divide ``cores``.
+        memory string, more ``processes`` than ``cores``.
+
+    Keys set for another kind of cluster (e.g. ``n_workers`` with ``kind: slurm``) are
+    ignored with a warning.
     """
+    for key in ignored_keys(cfg):
+        log.warning("cluster.%s is ignored with cluster.kind: %s", key, cfg.kind)
     if cfg.kind != "slurm":
         return
     from dask.utils import parse_bytes
