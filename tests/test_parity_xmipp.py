@@ -151,3 +151,34 @@ def test_directional_tables_parity(directional_case):
     assert np.allclose(pd["tilt"], pref[:, cols.index("angleTilt")], atol=1e-5)
     count = pref[:, cols.index("count")]
     assert np.abs(pd["count"] - count).sum() <= 0.01 * count.sum()
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("case", list(CASES))
+def test_default_mode_on_reference_cases(case):
+    """Default mode: finite values in [2 x voxel size, sweep start] inside the mask."""
+    _, vol, mask = _load(case)
+    s = CASES[case]
+    mr = monores(vol, mask, s, low_resolution=18.0, step=0.25, threads=2)
+    sel = mr.refined_mask
+    assert np.isfinite(mr.resolution[sel]).all()
+    assert mr.resolution[sel].min() >= 2 * s - 1e-4
+    assert mr.resolution[sel].max() <= mr.resolutions[0] + 1e-4
+    setup = prepare_directional(vol, mask, s, fast=True, threads=1)
+    matrix = resolution_matrix(setup, threads=1, n_jobs=2)
+    assert np.isfinite(matrix).all()
+    assert matrix.min() >= 2 * s - 1e-4 and matrix.max() <= setup.steps[0].resolution + 1e-4
+    parts = [
+        voxel_summaries(setup, matrix[:, a : a + 40000], a) for a in range(0, setup.n_mask, 40000)
+    ]
+    result = finalize_directional(setup, parts, monores_map=mr.resolution)
+    in_mask = np.zeros(int(np.prod(setup.shape)), bool)
+    in_mask[setup.mask_indices] = True
+    in_mask = in_mask.reshape(setup.shape)
+    for name in ("radial", "azimuthal", "highest", "lowest", "mean_doa"):
+        vals = result.maps[name][in_mask]
+        assert np.isfinite(vals).all(), name
+        assert vals.min() >= 2 * s - 1e-4, name
+        assert vals.max() <= setup.steps[0].resolution + 1e-4, name
+    aniso = result.maps["anisotropy"][in_mask]
+    assert ((aniso >= 0) & (aniso < 1)).all()

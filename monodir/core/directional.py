@@ -106,13 +106,16 @@ class NoNoiseRegionError(ValueError):
     """Single-map mode needs a solvent shell around the protein; there is none."""
 
 
-def spatial_taper(shape: tuple[int, int, int], width: int = N_SMOOTH) -> np.ndarray:
+def spatial_taper(
+    shape: tuple[int, int, int], width: int = N_SMOOTH, dtype: type = np.float64
+) -> np.ndarray:
     """Raised-cosine taper from radius ``c - width`` to ``c`` (``c = floor(n/2)``), 0 beyond."""
     c = shape[2] // 2
     r = np.sqrt(radius2(shape).astype(np.float64))
-    t = np.ones(shape)
+    t = np.ones(shape, dtype=dtype)
     ramp = (r >= c - width) & (r <= c)
     t[ramp] = 0.5 * (1.0 + np.cos(np.pi * (c - width - r[ramp]) / width))
+    del ramp
     t[r > c] = 0.0
     return t
 
@@ -163,12 +166,12 @@ def prepare_directional(
     dtype = np.float64 if xmipp_compat else np.float32
     mask = np.asarray(mask).astype(bool)
     if half_maps is not None:
-        h1 = np.asarray(half_maps[0], dtype=np.float64)
-        h2 = np.asarray(half_maps[1], dtype=np.float64)
+        h1 = np.asarray(half_maps[0], dtype=dtype)
+        h2 = np.asarray(half_maps[1], dtype=dtype)
         analysed = 0.5 * (h1 + h2)
         noise_map = 0.5 * (h1 - h2)
     else:
-        analysed = np.asarray(volume, dtype=np.float64)
+        analysed = np.asarray(volume, dtype=dtype)
         noise_map = None
     shape = analysed.shape
     n = shape[2]
@@ -186,18 +189,21 @@ def prepare_directional(
             "beyond the mask; give half maps (input.half_maps) or a larger box"
         )
     state[r2 > (radius - N_SMOOTH) ** 2] = -1
-    mask_indices = np.flatnonzero(state >= 1)
-    noise_candidates = np.flatnonzero((state == 0) & (r2 > r_prot * r_prot))
+    index_type = np.int32 if analysed.size < 2**31 else np.int64
+    mask_indices = np.flatnonzero(state >= 1).astype(index_type)
+    noise_candidates = np.flatnonzero((state == 0) & (r2 > r_prot * r_prot)).astype(index_type)
+    del r2, state
     if noise_map is None and noise_candidates.size == 0:
         raise NoNoiseRegionError(
             "no background voxels between the mask and the edge of the usable sphere: "
             "single-map mode needs a solvent region; give half maps (input.half_maps)"
         )
     angles = direction_set(fast, xmipp_compat=xmipp_compat)
-    spectrum = fourier.rfftn(analysed.astype(dtype), threads)
+    spectrum = fourier.rfftn(analysed.astype(dtype, copy=False), threads)
+    del analysed
     noise_spectrum = None
     if noise_map is not None:
-        noise_spectrum = fourier.rfftn(noise_map.astype(dtype), threads)
+        noise_spectrum = fourier.rfftn(noise_map.astype(dtype, copy=False), threads)
     return DirectionalSetup(
         shape=shape,
         voxel_size=float(voxel_size),
@@ -215,7 +221,7 @@ def prepare_directional(
         r_particle=r_prot,
         r_limit=r_lim,
         steps=directional_sweep(n, voxel_size, resolution_step),
-        taper=spatial_taper(shape).astype(dtype),
+        taper=spatial_taper(shape, dtype=dtype),
         info={"n_mask": int(mask_indices.size), "n_noise": int(noise_candidates.size)},
     )
 
@@ -332,23 +338,30 @@ def cone_basis(setup: DirectionalSetup, i: int) -> SpectralBasis:
     )
 
 
-def noise_indices(setup: DirectionalSetup, i: int) -> np.ndarray:
-    """Background voxels inside the 45-degree real-space double cone about direction ``i``."""
+def noise_indices(setup: DirectionalSetup, i: int, chunk: int = 1 << 20) -> np.ndarray:
+    """Background voxels inside the 45-degree real-space double cone about direction ``i``.
+
+    Computed in chunks of candidates to keep temporaries small.
+    """
     shape = setup.shape
     cand = setup.noise_candidates
-    kz, rem = np.divmod(cand, shape[1] * shape[2])
-    ky, kx = np.divmod(rem, shape[2])
     if setup.xmipp_compat:
         c = np.array([shape[2] / 2, shape[1] / 2, shape[0] / 2])
     else:
         c = np.array([shape[2] // 2, shape[1] // 2, shape[0] // 2], dtype=np.float64)
-    px, py, pz = kx - c[0], ky - c[1], kz - c[2]
     d = setup.directions[i]
-    norm_p = np.sqrt(px * px + py * py + pz * pz)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ang = np.degrees(np.arccos((px * d[0] + py * d[1] + pz * d[2]) / norm_p))
-    sel = (ang < NOISE_CONE_ANGLE) | (ang > 180.0 - NOISE_CONE_ANGLE)
-    return cand[sel]
+    keep = []
+    for a in range(0, cand.size, chunk):
+        part = cand[a : a + chunk].astype(np.int64)
+        kz, rem = np.divmod(part, shape[1] * shape[2])
+        ky, kx = np.divmod(rem, shape[2])
+        px, py, pz = kx - c[0], ky - c[1], kz - c[2]
+        norm_p = np.sqrt(px * px + py * py + pz * pz)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ang = np.degrees(np.arccos((px * d[0] + py * d[1] + pz * d[2]) / norm_p))
+        sel = (ang < NOISE_CONE_ANGLE) | (ang > 180.0 - NOISE_CONE_ANGLE)
+        keep.append(cand[a : a + chunk][sel])
+    return np.concatenate(keep) if keep else cand[:0]
 
 
 def direction_resolution(

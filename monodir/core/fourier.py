@@ -156,11 +156,12 @@ class InverseC2C:
 
 
 class RealFilter:
-    """Filter a real volume in Fourier space with reused plans and buffers.
+    """Filter a real volume in Fourier space with two reused buffers.
 
-    ``x`` is the real input buffer (fill it in place); ``run(factor)`` multiplies the forward
-    spectrum by ``factor`` (half grid, broadcastable) and returns the filtered volume in a buffer
-    that is reused by the next call. Net scale is 1 (forward divided by the voxel count).
+    ``x`` is the real buffer (fill it in place); :meth:`run` transforms it into the half
+    spectrum ``h``, multiplies ``h`` by ``factor`` (half grid) and transforms back into ``x``,
+    which it returns. ``factor`` must include the forward normalisation :attr:`scale`. Only one
+    real volume and one half spectrum are held (the inverse transform overwrites ``h``).
     """
 
     def __init__(self, shape: tuple[int, int, int], dtype: np.dtype, threads: int = 1):
@@ -171,27 +172,41 @@ class RealFilter:
         half = (*self.shape[:-1], self.shape[-1] // 2 + 1)
         self.scale = dtype.type(1.0 / np.prod(self.shape))
         if HAVE_PYFFTW:
-            xin = pyfftw.empty_aligned(self.shape, dtype=dtype)
-            self._fwd = _builders.rfftn(xin, threads=threads, planner_effort=_PLANNER)
-            hin = pyfftw.empty_aligned(half, dtype=cdtype)
-            self._inv = _builders.irfftn(
-                hin, s=self.shape, threads=threads, planner_effort=_PLANNER
+            self.x = pyfftw.empty_aligned(self.shape, dtype=dtype)
+            self.h = pyfftw.empty_aligned(half, dtype=cdtype)
+            axes = (0, 1, 2)
+            self._fwd = pyfftw.FFTW(
+                self.x,
+                self.h,
+                axes=axes,
+                direction="FFTW_FORWARD",
+                flags=(_PLANNER,),
+                threads=threads,
             )
-            self.x = self._fwd.input_array
+            self._inv = pyfftw.FFTW(
+                self.h,
+                self.x,
+                axes=axes,
+                direction="FFTW_BACKWARD",
+                flags=(_PLANNER, "FFTW_DESTROY_INPUT"),
+                threads=threads,
+            )
         else:
             self._fwd = self._inv = None
             self.x = np.empty(self.shape, dtype=dtype)
+            self.h = None
 
     def run(self, factor: np.ndarray) -> np.ndarray:
         if self._fwd is None:
             from scipy import fft as sfft
 
-            spec = sfft.rfftn(self.x, norm="forward", workers=self.threads) * factor
-            return sfft.irfftn(spec, s=self.shape, norm="forward", workers=self.threads)
+            spec = sfft.rfftn(self.x, workers=self.threads) * factor
+            self.x[...] = sfft.irfftn(spec, s=self.shape, norm="forward", workers=self.threads)
+            return self.x
         self._fwd.execute()
-        np.multiply(self._fwd.output_array, factor * self.scale, out=self._inv.input_array)
+        self.h *= factor
         self._inv.execute()
-        return self._inv.output_array
+        return self.x
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,7 +26,10 @@ Crossing
 Cone FSC
     For a direction ``d``, the coefficients whose wave vector lies within ``cone_angle`` degrees
     of the line through ``d`` (``|u . d| >= |u| cos(cone_angle)``: antipodes folded, a double
-    cone), shell by shell. Its 0.143 crossing is the resolution along ``d``.
+    cone), shell by shell. Its 0.143 crossing is the resolution along ``d``. A cone shell with
+    fewer than ``min_count`` coefficients (default 10, Hermitian partners counted) is treated
+    as empty (NaN): in the lowest shells a 20-degree cone may hold a single pair, whose
+    "correlation" is just the cosine of a phase difference and can be anything.
 Worst axis
     :func:`monodir.core.summaries.fit_axis` on the per-direction 0.143 resolutions, with an
     unresolved direction (``inf``) counted as the box size ``n * voxel_size``, the coarsest
@@ -38,10 +41,11 @@ Sphericity
     volume, though it answers the same question.)
 cFAR-like ratio
     The area under each cone FSC (negative values clipped to 0) over shells ``1 .. K``, ``K`` the
-    shell where the *global* FSC crosses 0.143 (rounded up), i.e. over the band the map resolves
-    overall; ``cfar = min_d(area_d) / max_d(area_d)``. It is 1 for an isotropic map and falls when
-    some cones lose correlation inside the resolved band. (Modelled on the conical FSC area ratio
-    of cryoSPARC; not claimed to match its numbers.)
+    last whole shell before the *global* FSC crosses 0.143, i.e. over the band the map resolves
+    overall, normalised by the number of shells where the cone has coefficients (the mean
+    clipped cone FSC over the band); ``cfar = min_d(area_d) / max_d(area_d)``. It is 1 for an
+    isotropic map and falls when some cones lose correlation inside the resolved band.
+    (Modelled on the conical FSC area ratio of cryoSPARC; not claimed to match its numbers.)
 """
 
 from __future__ import annotations
@@ -83,7 +87,8 @@ class FSCResult:
     cone_angle
         Half-angle of the cones (degrees).
     cone_fsc
-        ``(D, n//2 + 1)`` FSC per cone and shell (NaN where a cone has no coefficient).
+        ``(D, n//2 + 1)`` FSC per cone and shell (NaN where a cone has fewer than
+        ``min_count`` coefficients).
     cone_counts
         ``(D, n//2 + 1)`` coefficients per cone and shell.
     shell_0143
@@ -99,7 +104,7 @@ class FSCResult:
     cfar
         ``min/max`` of the per-cone FSC areas over the globally resolved band.
     cone_area
-        ``(D,)`` those areas (mean clipped FSC over shells ``1 .. K``).
+        ``(D,)`` those areas (mean clipped cone FSC over shells ``1 .. K``).
     voxel_size
         Å per voxel.
     box
@@ -210,9 +215,7 @@ def _ratio(num: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def fsc_curve(
-    half1: np.ndarray, half2: np.ndarray, mask: np.ndarray | None = None
-) -> np.ndarray:
+def fsc_curve(half1: np.ndarray, half2: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Global FSC per shell ``0 .. n//2`` (see the module docstring for the definition).
 
     Parameters
@@ -286,6 +289,7 @@ def cone_fsc_curves(
     mask: np.ndarray | None = None,
     cone_angle: float = CONE_ANGLE,
     chunk: int = 8,
+    min_count: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Cone FSC of every direction, plus the global curve from the same sums.
 
@@ -301,6 +305,8 @@ def cone_fsc_curves(
         Half-angle of the double cones (degrees).
     chunk
         Directions tested at once (memory ``~ 4 * chunk * n^3 / 2`` bytes).
+    min_count
+        Cone shells with fewer coefficients are NaN.
 
     Returns
     -------
@@ -346,7 +352,7 @@ def cone_fsc_curves(
                 inside * q[j][:, None], starts, axis=0
             ).T
     cone = _ratio(sums[0], sums[1], sums[2])
-    cone[sums[3] == 0] = np.nan
+    cone[sums[3] < max(min_count, 1)] = np.nan
     return cone, sums[3], global_fsc, totals[3]
 
 
@@ -359,6 +365,7 @@ def directional_fsc(
     directions: np.ndarray | None = None,
     cone_angle: float = CONE_ANGLE,
     chunk: int = 8,
+    min_count: int = 10,
 ) -> FSCResult:
     """Global FSC, cone FSC per direction and the anisotropy figures derived from them.
 
@@ -376,6 +383,8 @@ def directional_fsc(
         Half-angle of the cones (degrees).
     chunk
         Directions per vectorised block.
+    min_count
+        Cone shells with fewer coefficients than this count as empty.
 
     Returns
     -------
@@ -388,7 +397,7 @@ def directional_fsc(
     d = np.asarray(directions, dtype=np.float64).reshape(-1, 3)
     d = d / np.linalg.norm(d, axis=1, keepdims=True)
     cone, counts, gfsc, ncoef = cone_fsc_curves(
-        half1, half2, d, mask=mask, cone_angle=cone_angle, chunk=chunk
+        half1, half2, d, mask=mask, cone_angle=cone_angle, chunk=chunk, min_count=min_count
     )
     idx = np.arange(n // 2 + 1)
     g143 = crossing_shell(gfsc, THRESHOLD_0143)
@@ -401,9 +410,11 @@ def directional_fsc(
     axis, angle = fit_axis(d, capped)
     kmax = float(np.max(k143))
     sphericity = float(np.mean(k143) / kmax) if kmax > 0 else float("nan")
-    band = max(int(np.ceil(g143)), 1)
-    clipped = np.clip(np.nan_to_num(cone[:, 1 : band + 1], nan=0.0), 0.0, None)
-    area = clipped.mean(axis=1)
+    band = max(int(np.floor(g143)), 1)
+    clipped = np.clip(cone[:, 1 : band + 1], 0.0, None)
+    with np.errstate(invalid="ignore"):
+        area = np.nanmean(np.where(np.isfinite(clipped), clipped, np.nan), axis=1)
+    area = np.nan_to_num(area, nan=0.0)
     cfar = float(area.min() / area.max()) if area.max() > 0 else float("nan")
     return FSCResult(
         shells=shell_to_resolution(idx, n, voxel_size),

@@ -19,9 +19,14 @@ def logical_coords(shape: tuple[int, int, int], center: float | None = None):
 
 
 def radius2(shape: tuple[int, int, int]) -> np.ndarray:
-    """Squared distance (voxels^2) of every voxel to the centre voxel, as int64."""
-    z, y, x = logical_coords(shape)
-    return (z * z + y * y + x * x).astype(np.int64)
+    """Squared distance (voxels^2) of every voxel to the centre voxel (int32, or int64 for
+    boxes too large for int32)."""
+    nz, ny, nx = shape
+    it = np.int32 if 3 * max(shape) ** 2 < 2**31 else np.int64
+    z = (np.arange(nz, dtype=it) - nz // 2)[:, None, None]
+    y = (np.arange(ny, dtype=it) - ny // 2)[None, :, None]
+    x = (np.arange(nx, dtype=it) - nx // 2)[None, None, :]
+    return z * z + y * y + x * x
 
 
 def protein_radius(mask: np.ndarray, r2: np.ndarray) -> int:
@@ -39,19 +44,19 @@ def cliff_radius(volume: np.ndarray, r2: np.ndarray, r_prot: int) -> tuple[int, 
     ``(radius, found)``; when no cliff is found the radius is ``n//2``.
     """
     n = volume.shape[2]
-    flat_r2 = r2.reshape(-1)
-    vals = volume.reshape(-1)
     rmax = n // 2
-    shell = np.floor(np.sqrt(flat_r2.astype(np.float64))).astype(np.int64)
-    # make shell membership exact in integers: rad^2 <= r2 < (rad+1)^2
-    shell = np.where((shell + 1) ** 2 <= flat_r2, shell + 1, shell)
-    shell = np.where(shell**2 > flat_r2, shell - 1, shell)
-    sel = (shell >= r_prot) & (shell < rmax)
-    idx = shell[sel] - r_prot
     nb = max(rmax - r_prot, 0)
     if nb == 0:
         return rmax, False
-    v = vals[sel].astype(np.float64)
+    sel = (r2 >= r_prot * r_prot) & (r2 < rmax * rmax)
+    r2s = r2[sel].astype(np.int64)
+    v = volume[sel].astype(np.float64)
+    del sel
+    shell = np.floor(np.sqrt(r2s.astype(np.float64))).astype(np.int64)
+    # make shell membership exact in integers: rad^2 <= r2 < (rad+1)^2
+    shell += (shell + 1) ** 2 <= r2s
+    shell -= shell**2 > r2s
+    idx = shell - r_prot
     cnt = np.bincount(idx, minlength=nb).astype(np.float64)
     s1 = np.bincount(idx, weights=v, minlength=nb)
     s2 = np.bincount(idx, weights=v * v, minlength=nb)

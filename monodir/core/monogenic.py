@@ -154,7 +154,25 @@ class AmplitudeWorkspace:
         self._lp = fourier.RealFilter(self.shape, self.dtype, threads)
         self.acc = self._lp.x
         self.r_half = fourier.half_radius(self.shape, self.dtype)
+        self._lbuf = np.empty_like(self.r_half)
         self._filled: np.ndarray | None = None
+
+    def _low_pass_factor(self, f: float, f_l: float, nan_at_zero_width: bool) -> np.ndarray:
+        """:func:`low_pass` times the forward normalisation, in a reused buffer."""
+        r, out = self.r_half, self._lbuf
+        if f_l > f:
+            np.subtract(r, f, out=out)
+            out *= np.pi
+            out /= f_l - f
+            np.cos(out, out=out)
+            out += 1.0
+            out *= 0.5
+        else:
+            out[...] = np.nan if nan_at_zero_width else 1.0
+        out[r < f] = 1.0
+        out[r > f_l] = 0.0
+        out *= self._lp.scale
+        return out
 
     def _load(self, index: np.ndarray | None, values: np.ndarray) -> None:
         if index is None:
@@ -209,6 +227,5 @@ class AmplitudeWorkspace:
             self.acc *= taper
         if not band:
             return self.acc if scratch else self.acc.copy()
-        lp = low_pass(self.r_half, f, f_l, nan_at_zero_width=nan_at_zero_width)
-        out = self._lp.run(lp)
+        out = self._lp.run(self._low_pass_factor(f, f_l, nan_at_zero_width))
         return out if scratch else out.copy()
