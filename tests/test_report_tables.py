@@ -166,7 +166,21 @@ def test_without_monores(example, tmp_path):
     names = {p.name for p in paths}
     assert "monores_stats.star" not in names
     assert "thresholds.xmd" not in names  # Xmipp copies only on request
-    assert len(paths) == 8
+    # 4 tables x (STAR + CSV), plus the per-direction global FSC table of half-map runs
+    assert len(paths) == 10
+    assert {"global_fsc_directions.star", "global_fsc_directions.csv"} <= names
+
+
+def test_global_fsc_table_round_trip(example, tmp_path):
+    import starfile
+
+    _, directional = example
+    write_all_tables(tmp_path, None, directional)
+    star = starfile.read(tmp_path / "global_fsc_directions.star")
+    csv_rows = _read_csv(tmp_path / "global_fsc_directions.csv")
+    expected = [d["resolution_A"] for d in directional.extra["global_fsc"]["directions"]]
+    np.testing.assert_allclose(star["resolutionFSC0143"], expected, rtol=1e-5)
+    np.testing.assert_allclose(csv_rows["fsc0143_resolution_A"], expected, rtol=1e-5)
 
 
 def test_tables_in_memory(example):

@@ -480,6 +480,29 @@ def monores_stats_table(monores: MonoResResult) -> OutputTable:
     return t
 
 
+def global_fsc_tables(fsc: dict) -> list[OutputTable]:
+    """Per-direction cone-FSC resolutions and the global FSC curve (half-map runs)."""
+
+    def col(rows: list[dict], key: str) -> np.ndarray:
+        return np.array([np.nan if r.get(key) is None else r[key] for r in rows], dtype=float)
+
+    dirs = fsc["directions"]
+    t1 = OutputTable("global_fsc_directions")
+    t1.add("_x", "index", [int(r["index"]) for r in dirs])
+    t1.add("_angleRot", "rot_deg", col(dirs, "rot_deg"))
+    t1.add("_angleTilt", "tilt_deg", col(dirs, "tilt_deg"))
+    t1.add("_resolutionFSC0143", "fsc0143_resolution_A", col(dirs, "resolution_A"))
+    tables = [t1]
+    curve = fsc.get("curve") or []
+    if curve:
+        t2 = OutputTable("global_fsc_curve")
+        t2.add("_shell", "shell", [int(r["shell"]) for r in curve])
+        t2.add("_resolution", "resolution_A", col(curve, "resolution_A"))
+        t2.add("_fsc", "fsc", col(curve, "fsc"))
+        tables.append(t2)
+    return tables
+
+
 def write_all_tables(
     out_dir: str | os.PathLike,
     monores: MonoResResult | None,
@@ -513,6 +536,9 @@ def write_all_tables(
     ]
     if monores is not None and monores.stats:
         tables.append(monores_stats_table(monores))
+    fsc = (directional.extra or {}).get("global_fsc")
+    if isinstance(fsc, dict) and fsc.get("directions"):
+        tables.extend(global_fsc_tables(fsc))
     paths: list[Path] = []
     for table in tables:
         paths.extend(write_table(out_dir, table, xmipp_name=xmipp_names))
