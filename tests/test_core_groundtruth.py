@@ -96,6 +96,9 @@ def test_directional_half_maps_need_no_solvent():
     out = monodir.directional(None, big, 1.0, half_maps=(h1, h2), fast=True)
     assert np.isfinite(out.direction_means).all()
     assert _axis_angle(out.anisotropy_axis, (0, 0, 1)) < 20.0
+    fsc = out.extra["global_fsc"]
+    assert len(fsc["directions"]) == out.directions.shape[0]
+    assert 2.0 <= fsc["global_resolution_A"] <= 48.0
 
 
 def test_default_mode_outputs_are_bounded():
