@@ -444,11 +444,22 @@ class Config:
 
     def check_files(self) -> None:
         """Raise :class:`InputError` naming the key if an input file does not exist."""
+        where = (
+            f"relative paths are resolved against {self.source.parent}"
+            if self.source is not None
+            else "relative paths are resolved against the current directory"
+        )
         for key, path in self.input.files.items():
             if not path.exists():
-                raise _fail(key, f"file not found: {path}")
+                raise _fail(key, f"file not found: {path}; check the path ({where})")
             if not path.is_file():
-                raise _fail(key, f"not a regular file: {path}")
+                raise _fail(key, f"not a regular file: {path}; give the path of an MRC map")
+            if not os.access(path, os.R_OK):
+                raise _fail(
+                    key,
+                    f"cannot read {path} (permission denied); make it readable "
+                    f"(chmod a+r {path}) or copy it somewhere readable",
+                )
 
 
 def _section_to_dict(section: Any) -> Any:

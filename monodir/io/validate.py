@@ -362,6 +362,7 @@ def check_memory(
     *,
     n_workers: int = 1,
     threads: int = 1,
+    fix: str | None = None,
 ) -> int:
     """Refuse a run whose estimated per-worker memory exceeds the per-worker limit.
 
@@ -374,6 +375,9 @@ def check_memory(
         worker's memory limit).
     n_workers, threads : int, optional
         As in :func:`estimate_memory`.
+    fix : str, optional
+        What the user should change, for the message (it depends on the kind of cluster;
+        the runner passes one). Default: advice for SLURM jobs.
 
     Returns
     -------
@@ -388,10 +392,14 @@ def check_memory(
     need = estimate_memory(shape, n_workers, threads)
     if need > memory_limit_bytes:
         gib = 2.0**30
+        if fix is None:
+            fix = (
+                "run fewer processes per job (cluster.processes) or fewer threads per worker, "
+                "or give each job more memory (cluster.memory)"
+            )
         raise InputError(
             f"a {_box_xyz(tuple(shape))} map needs about {need / gib:.2f} GiB per worker "
             f"({threads} thread(s)) but the limit is {memory_limit_bytes / gib:.2f} GiB; "
-            "run fewer processes per job (cluster.processes) or fewer threads per worker, "
-            "or give each job more memory (cluster.memory)"
+            f"{fix}"
         )
     return need

@@ -16,6 +16,7 @@ a time as the worker has threads, each with ``run.threads`` (default 1) FFT thre
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -29,9 +30,11 @@ from monodir.errors import InputError
 __all__ = [
     "RESOURCE",
     "ClusterHandle",
+    "JobKeeper",
     "check_cluster_config",
     "ignored_keys",
     "local_cluster_kwargs",
+    "memory_advice",
     "open_cluster",
     "slurm_cluster_kwargs",
     "worker_memory_limit",
@@ -202,10 +205,8 @@ def worker_memory_limit(cfg: ClusterConfig) -> tuple[int | None, int]:
     from dask.utils import parse_bytes
 
     if cfg.kind == "local":
-        import psutil
-
         kw = local_cluster_kwargs(cfg)
-        return int(psutil.virtual_memory().total // kw["n_workers"]), 1
+        return int(_machine_memory() // kw["n_workers"]), 1
     if cfg.kind == "slurm":
         memory = _slurm_value(cfg, "memory")
         processes = _slurm_value(cfg, "processes") or 1
@@ -213,6 +214,49 @@ def worker_memory_limit(cfg: ClusterConfig) -> tuple[int | None, int]:
             return None, 1
         return int(parse_bytes(str(memory)) // int(processes)), 1
     return None, 1
+
+
+def _machine_memory() -> int:
+    """Memory a LocalCluster shares between its workers (``memory_limit="auto"``).
+
+    Dask's own figure: the machine's memory, or less under a cgroup or rlimit.
+    """
+    try:
+        from distributed.system import MEMORY_LIMIT
+
+        return int(MEMORY_LIMIT)
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+
+
+def memory_advice(cfg: ClusterConfig, need_bytes: int) -> str:
+    """What to change in the ``cluster`` section so that one worker gets ``need_bytes``.
+
+    The second half of the message of :func:`monodir.io.validate.check_memory`.
+    """
+    gib = 2.0**30
+    if cfg.kind == "local":
+        total = _machine_memory()
+        fits = total // max(1, int(need_bytes))
+        if fits >= 1:
+            return (
+                f"each local worker gets an equal share of this machine's {total / gib:.1f} GiB, "
+                f"so set cluster.n_workers to at most {fits} (or run on SLURM with "
+                "cluster.kind: slurm and enough cluster.memory per job)"
+            )
+        return (
+            f"this machine has only {total / gib:.1f} GiB; run on a larger machine or on "
+            f"SLURM (cluster.kind: slurm, cluster.memory of at least {need_bytes / gib:.1f}GiB "
+            "per worker process)"
+        )
+    processes = int(_slurm_value(cfg, "processes") or 1)
+    job = math.ceil(need_bytes * processes / gib)
+    return (
+        f"give each job at least {job}GiB (cluster.memory, shared by its {processes} worker "
+        "process(es)) or run fewer worker processes per job (cluster.processes)"
+    )
 
 
 def ignored_keys(cfg: ClusterConfig) -> list[str]:
@@ -256,11 +300,13 @@ def check_cluster_config(cfg: ClusterConfig) -> None:
             )
     memory = _slurm_value(cfg, "memory")
     try:
-        parse_bytes(str(memory))
+        size = parse_bytes(str(memory))
     except (ValueError, TypeError):
         raise InputError(
             f"cluster.memory: cannot read {memory!r} as a size; write e.g. 16GiB"
         ) from None
+    if size <= 0:
+        raise InputError(f"cluster.memory: {memory!r} is not a positive size; write e.g. 16GiB")
     cores = int(_slurm_value(cfg, "cores"))
     processes = int(_slurm_value(cfg, "processes") or 1)
     if processes > cores:
@@ -271,6 +317,123 @@ def check_cluster_config(cfg: ClusterConfig) -> None:
         import dask_jobqueue  # noqa: F401
     except ImportError:  # pragma: no cover - it is a dependency
         raise InputError("cluster.kind: slurm needs the dask-jobqueue package") from None
+
+
+# --------------------------------------------------------------------------------------------
+# replacing lost SLURM jobs
+# --------------------------------------------------------------------------------------------
+
+
+class JobKeeper:
+    """Resubmit SLURM worker jobs that end while the run still needs them.
+
+    dask-jobqueue does not do this itself: its cluster keeps the lost job's entry in its
+    worker plan, so ``cluster.scale(jobs=N)`` and ``cluster.adapt(...)`` both believe they
+    still have it (``distributed.deploy.SpecCluster`` only forgets the job's process handle
+    after ``distributed.deploy.lost-worker-timeout`` and never starts a new one). A job can
+    end early when it is cancelled (``scancel``), preempted, killed at its time limit, its
+    node fails, or its workers retire on their own (``--lifetime``).
+
+    Every ``interval`` seconds, on the cluster's event loop, a job whose workers were
+    connected once and have all been gone for longer than the lost-worker timeout is
+    cancelled (in case it is still queued or hanging) and the same entry of the plan is
+    started again: a new ``sbatch``. A job that never connected is left alone (it may still
+    be waiting in the queue, or be broken, which resubmitting would not fix). The tasks the
+    lost workers were running are retried on the others by Dask itself.
+
+    Parameters
+    ----------
+    cluster
+        A running ``dask_jobqueue.SLURMCluster`` (any ``SpecCluster``).
+    interval
+        Seconds between checks.
+    grace
+        Seconds a job's workers must have been gone; default
+        ``distributed.deploy.lost-worker-timeout`` (15 s).
+    """
+
+    def __init__(self, cluster: Any, *, interval: float = 2.0, grace: float | None = None) -> None:
+        import threading
+
+        import dask.config
+        from dask.utils import parse_timedelta
+
+        self.cluster = cluster
+        self.interval = float(interval)
+        if grace is None:
+            grace = parse_timedelta(dask.config.get("distributed.deploy.lost-worker-timeout"))
+        self.grace = float(grace or 0.0)
+        self.replaced: list[str] = []
+        self._seen: set[str] = set()
+        self._missing_since: dict[str, float] = {}
+        self._tasks: set[Any] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="monodir-job-keeper", daemon=True)
+
+    def start(self) -> JobKeeper:
+        """Start checking (returns self)."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop checking (before the cluster is closed)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5 * self.interval)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.cluster.loop.add_callback(self.check)
+            except Exception:  # pragma: no cover - loop closed under us
+                return
+
+    def check(self) -> list[str]:
+        """One check, on the cluster's event loop; return the names of the jobs replaced."""
+        import asyncio
+        import time
+
+        from distributed.core import Status
+
+        cluster = self.cluster
+        if self._stop.is_set() or cluster.status != Status.running:
+            return []
+        workers = (cluster.scheduler_info or {}).get("workers", {})
+        connected = {str(w.get("name")) for w in workers.values()}
+        now = time.monotonic()
+        lost = []
+        for job, spec in list(cluster.worker_spec.items()):
+            job = str(job)
+            group = spec.get("group") if isinstance(spec, dict) else None
+            names = {job + str(sfx) for sfx in group} if group else {job}
+            if names & connected:
+                self._seen.add(job)
+                self._missing_since.pop(job, None)
+                continue
+            if job not in self._seen:
+                continue  # never connected: queued, starting, or broken
+            since = self._missing_since.setdefault(job, now)
+            if now - since >= self.grace:
+                lost.append(job)
+        if not lost:
+            return []
+        for job in lost:
+            self._seen.discard(job)
+            self._missing_since.pop(job, None)
+            old = cluster.workers.pop(job, None)
+            if old is not None:  # cancel it, in case it is still queued or hanging
+                task = asyncio.ensure_future(old.close())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        self.replaced += lost
+        log.warning(
+            "SLURM: worker job(s) %s ended before the run did (cancelled, failed, time limit "
+            "or --lifetime); submitting replacement(s)",
+            ", ".join(lost),
+        )
+        # same number of jobs: starts a new job for every planned entry without one
+        cluster.scale(jobs=len(cluster.worker_spec))
+        return lost
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,6 +463,7 @@ def open_cluster(cfg: ClusterConfig, *, threads: int | None = None) -> Iterator[
     """
     from distributed import Client
 
+    keeper: JobKeeper | None = None
     if cfg.kind == "local":
         from distributed import LocalCluster
 
@@ -322,8 +486,9 @@ def open_cluster(cfg: ClusterConfig, *, threads: int | None = None) -> Iterator[
             cluster.scale(jobs=cfg.jobs or 1)
             scale = f"{cfg.jobs or 1} job(s)"
         log.debug("SLURM job script:\n%s", cluster.job_script())
+        keeper = JobKeeper(cluster).start()
         cores = kwargs.get("cores", _slurm_value(cfg, "cores"))
-        desc = f"SLURM cluster: {scale} of {cores} core(s)"
+        desc = f"SLURM cluster: {scale} of {cores} core(s); lost jobs are resubmitted"
         handle_kwargs = {"resources": {RESOURCE: 1}, "threads": threads}
     elif cfg.kind == "address":
         cluster = None
@@ -349,6 +514,8 @@ def open_cluster(cfg: ClusterConfig, *, threads: int | None = None) -> Iterator[
             **handle_kwargs,
         )
     finally:
+        if keeper is not None:
+            keeper.stop()
         if client is not None:
             with suppress(Exception):
                 client.close()

@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,10 +40,14 @@ from monodir.pipeline import graph
 from monodir.pipeline.cluster import (
     ClusterHandle,
     check_cluster_config,
+    memory_advice,
     open_cluster,
     worker_memory_limit,
 )
 from monodir.pipeline.progress import Progress, track
+
+if TYPE_CHECKING:
+    from monodir.io.mrc import MapInfo
 
 __all__ = [
     "MRC_OUTPUTS",
@@ -160,22 +164,23 @@ def load_inputs(config: Config) -> Inputs:
         ref = read_map(inp.map, role="map", voxel_size=vs)
         volumes = {"map": ref.data}
     warnings += list(ref.warnings)
-    mask_info = read_map(inp.mask, role="mask", voxel_size=vs or ref.voxel_size)
+    mask_info = _read_mask(inp.mask, "mask", vs, ref, warnings)
     warnings += validate.check_same_grid(ref, mask_info) or []
     mask = validate.binarize_mask(mask_info, inp.mask_threshold)
     excl = None
     if inp.exclusion_mask is not None:
-        excl_info = read_map(
-            inp.exclusion_mask, role="exclusion mask", voxel_size=vs or ref.voxel_size
-        )
+        excl_info = _read_mask(inp.exclusion_mask, "exclusion mask", vs, ref, warnings)
         warnings += validate.check_same_grid(ref, excl_info) or []
         excl = validate.binarize_mask(excl_info, 0.5 if inp.mask_threshold is None else None)
     validate.check_box(ref.shape, ref.voxel_size, config.monores.low_resolution, name=ref.name)
     noise = validate.check_noise_region(mask, single_map=inp.half_maps is None, name=mask_info.name)
-    limit, concurrent = worker_memory_limit(config.cluster)
     check_cluster_config(config.cluster)
+    limit, concurrent = worker_memory_limit(config.cluster)
     if limit is not None:
-        validate.check_memory(ref.shape, limit, threads=concurrent)
+        need = validate.estimate_memory(ref.shape, threads=concurrent)
+        validate.check_memory(
+            ref.shape, limit, threads=concurrent, fix=memory_advice(config.cluster, need)
+        )
     return Inputs(
         volumes=volumes,
         mask=np.asarray(mask, bool),
@@ -189,15 +194,122 @@ def load_inputs(config: Config) -> Inputs:
     )
 
 
+def _read_mask(
+    path: Path, role: str, voxel_size: float | None, ref: MapInfo, warnings: list[str]
+) -> MapInfo:
+    """Read a mask on the map's grid.
+
+    With ``input.voxel_size`` set, that value applies to every input file (the user vouches
+    for it; a header that says otherwise is only a warning). Without it, a mask whose header
+    gives a different voxel size from the map's is refused: it was made for another grid. A
+    mask header without any voxel size (0, as some tools write) takes the map's, with a
+    warning.
+    """
+    import math
+
+    from monodir.io.mrc import VOXEL_SIZE_RTOL, read_map
+
+    info = read_map(path, role=role, voxel_size=voxel_size or ref.voxel_size)
+    notes = [w for w in info.warnings if "from the config overrides" not in w]
+    header = [h for h in info.header_voxel_size if h > 0]
+    shown = " x ".join(f"{h:g}" for h in info.header_voxel_size)
+    if voxel_size is not None:
+        if any(not math.isclose(h, voxel_size, rel_tol=VOXEL_SIZE_RTOL) for h in header):
+            notes.append(
+                f"{info.name}: header voxel size {shown} A ignored; input.voxel_size "
+                f"{voxel_size:g} A is used for every input file"
+            )
+    elif not header:
+        notes.append(f"{info.name}: no voxel size in the header; using the {ref.role}'s")
+    elif any(not math.isclose(h, ref.voxel_size, rel_tol=VOXEL_SIZE_RTOL) for h in header):
+        raise InputError(
+            f"{info.name} has voxel size {shown} A in its header but {ref.name} has "
+            f"{ref.voxel_size:g} A: the {role} was made for another grid; resample it onto the "
+            f"{ref.role}'s grid, or set input.voxel_size if a header is wrong"
+        )
+    warnings += notes
+    return info
+
+
 # --------------------------------------------------------------------------------------------
 # run directory
 # --------------------------------------------------------------------------------------------
 
 
+#: Lock file in the output directory, held (``flock``) by the driver for the whole run.
+LOCK_NAME = ".monodir.lock"
+
+
+@contextmanager
+def lock_run_directory(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a run directory, so two drivers never share one.
+
+    The lock is an ``flock`` on ``<out_dir>/.monodir.lock`` (which names the holder): the
+    operating system releases it when the driver exits, however it exits, so a killed run
+    never leaves a stale lock behind. On a file system without ``flock`` support the run goes
+    ahead with a warning.
+
+    Raises
+    ------
+    InputError
+        Another process holds the lock.
+    """
+    import fcntl
+    import socket
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / LOCK_NAME
+    with open(path, "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = " ".join(fh.read().split()) or "unknown process"
+            raise InputError(
+                f"output.directory: {out_dir} is in use by another monodir run ({holder}); "
+                "wait for it to finish or choose another directory"
+            ) from None
+        except OSError as exc:
+            log.warning(
+                "cannot lock %s (%s); make sure no other run uses this directory", path, exc
+            )
+        else:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            fh.flush()
+        yield
+
+
+def _finished_files(out_dir: Path) -> list[str]:
+    """Names of final output files present in ``out_dir``."""
+    if not out_dir.is_dir():
+        return []
+    return [name for name in (*REPORT_FILES, *MRC_OUTPUTS) if (out_dir / name).exists()]
+
+
 def open_run_store(
-    config: Config, inputs: Inputs, argv: Sequence[str] | None
+    config: Config,
+    inputs: Inputs,
+    argv: Sequence[str] | None,
+    *,
+    stack: ExitStack | None = None,
 ) -> tuple[RunStore, bool]:
     """Create the run store, or reopen an interrupted run of the same problem.
+
+    Every decision is taken before the first write, so a refusal changes nothing on disk.
+    Final output files of an interrupted attempt (written before it died) are deleted when
+    it resumes, so that no file looks finished before the run is.
+
+    Parameters
+    ----------
+    config, inputs
+        The run.
+    argv
+        The command line (recorded).
+    stack
+        When given, the directory lock (:func:`lock_run_directory`) is taken right before the
+        first write and held until the stack closes.
 
     Returns
     -------
@@ -206,8 +318,9 @@ def open_run_store(
     Raises
     ------
     InputError
-        The directory holds a complete run (without ``output.overwrite``), or a run of a
-        different problem, or an unreadable store.
+        The directory holds a complete run, or final output files without a run store
+        (both only without ``output.overwrite``), or a run of a different problem, or an
+        unreadable store, or another driver is using it.
     """
     out_dir = config.output.directory
     store_path = out_dir / STORE_NAME
@@ -216,7 +329,13 @@ def open_run_store(
     overwrite = config.output.overwrite
     resumed = False
     store: RunStore | None = None
-    if store_path.exists():
+    remove_previous = False
+    if store_path.exists() and not RunStore.exists(store_path) and store_path.is_dir():
+        # killed while the store was being created: nothing in it is of any use
+        if not any(store_path.rglob("zarr.json")):
+            log.warning("removing %s, left empty by an interrupted run", store_path)
+            remove_previous = True
+    if store_path.exists() and not remove_previous:
         try:
             existing = RunStore.open(store_path)
             status = existing.status
@@ -242,10 +361,26 @@ def open_run_store(
                 if not overwrite:
                     raise
                 existing = None
-        if store is None:
-            log.info("removing the previous run in %s", out_dir)
-            RunStore.remove(store_path)
-            remove_outputs(out_dir)
+        remove_previous = store is None
+    elif not remove_previous and (found := _finished_files(out_dir)):
+        if not overwrite:
+            raise InputError(
+                f"output.directory: {out_dir} already holds output files ({', '.join(found[:3])}"
+                f"{', ...' if len(found) > 3 else ''}) but no {STORE_NAME}; use "
+                "output.overwrite: true or another directory"
+            )
+        remove_previous = True
+
+    # -- from here on, files are written --
+    if stack is not None:
+        stack.enter_context(lock_run_directory(out_dir))
+    if remove_previous:
+        log.info("removing the previous run in %s", out_dir)
+        RunStore.remove(store_path)
+        remove_outputs(out_dir)
+    elif resumed and (stale := _finished_files(out_dir)):
+        log.info("removing %d output file(s) of the interrupted attempt", len(stale))
+        remove_outputs(out_dir)
     if store is None:
         out_dir.mkdir(parents=True, exist_ok=True)
         store = RunStore.create(
@@ -306,6 +441,13 @@ class _Timer:
         self.store.record_timing(name, dt)
 
 
+#: Times a task that raised is tried again (a transient error such as a file-system hiccup
+#: while writing the store; every task is idempotent). A task whose *worker* dies is
+#: rescheduled by Dask independently of this, up to ``distributed.scheduler.allowed-failures``
+#: (default 3) times, and the nanny (local) or the job keeper (SLURM) replaces the worker.
+RETRIES = 1
+
+
 def _submit_kwargs(handle: ClusterHandle) -> dict[str, Any]:
     return {"resources": handle.resources} if handle.resources else {}
 
@@ -335,10 +477,12 @@ def compute(
         monores_future = None
     else:
         monores_future = client.submit(
-            graph.monores_task, opts, key=f"monores-{tag}", pure=False, **heavy
+            graph.monores_task, opts, key=f"monores-{tag}", pure=False, retries=RETRIES, **heavy
         )
     with timer.stage("prepare"):
-        setup = client.submit(graph.prepare_task, opts, key=f"prepare-{tag}", pure=False, **heavy)
+        setup = client.submit(
+            graph.prepare_task, opts, key=f"prepare-{tag}", pure=False, retries=RETRIES, **heavy
+        )
         info = client.submit(graph.setup_info, setup, key=f"setup-info-{tag}").result()
     n_dir, n_mask = info["n_directions"], info["n_mask"]
     width = row_chunk(min(n_mask, config.run.reduce_block))
@@ -367,7 +511,7 @@ def compute(
                 opts,
                 key=f"cone-{b[0]:03d}-{tag}",
                 pure=False,
-                retries=1,
+                retries=RETRIES,
                 **heavy,
             )
             for b in batches
@@ -401,7 +545,16 @@ def compute(
     with timer.stage("reduce"):
         blocks = graph.reduce_blocks(n_mask, width)
         parts = [
-            client.submit(graph.reduce_task, setup, s, e, opts, key=f"reduce-{s}-{tag}", **heavy)
+            client.submit(
+                graph.reduce_task,
+                setup,
+                s,
+                e,
+                opts,
+                key=f"reduce-{s}-{tag}",
+                retries=RETRIES,
+                **heavy,
+            )
             for s, e in blocks
         ]
         after = [monores_future] if monores_future is not None else []
@@ -414,6 +567,7 @@ def compute(
             *after,
             key=f"finalize-{tag}",
             pure=False,
+            retries=RETRIES,
             **heavy,
         )
         summary = final.result()
@@ -628,7 +782,42 @@ def run_pipeline(
         log.warning("%s", w)
     t_validate = time.perf_counter() - t0
     argv = list(argv) if argv is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]
-    store, resumed = open_run_store(config, inputs, argv)
+    out_dir = config.output.directory
+    with ExitStack() as run_stack:  # holds the run directory's lock
+        store, resumed = open_run_store(config, inputs, argv, stack=run_stack)
+        try:
+            _run_stages(config, inputs, store, resumed, t_validate, kernels=kernels)
+        except BaseException as exc:
+            if not isinstance(exc, InputError):
+                done = 0
+                with suppress(Exception):
+                    done = int(store.done_directions().sum())
+                log.error(
+                    "the run did not finish (%s); nothing in %s looks finished, and %d finished "
+                    "direction(s) are kept in %s: run the same command again to resume",
+                    type(exc).__name__,
+                    out_dir,
+                    done,
+                    STORE_NAME,
+                )
+            raise
+        total = time.perf_counter() - t_start
+        store.record_timing("total", total)
+        store.set_status("complete")
+    log.info("run complete in %s (%.1f s)", out_dir, total)
+    return out_dir
+
+
+def _run_stages(
+    config: Config,
+    inputs: Inputs,
+    store: RunStore,
+    resumed: bool,
+    t_validate: float,
+    *,
+    kernels: str | None,
+) -> None:
+    """Stage, compute and export (everything between opening the store and "complete")."""
     timer = _Timer(store)
     timer.times["validate"] = t_validate
     store.record_timing("validate", t_validate)
@@ -653,9 +842,10 @@ def run_pipeline(
                 raise
 
     with timer.stage("export"):
-        export_outputs(store, out_dir, xmipp_names=config.xmipp_compat)
-    total = time.perf_counter() - t_start
-    store.record_timing("total", total)
-    store.set_status("complete")
-    log.info("run complete in %s (%.1f s)", out_dir, total)
-    return out_dir
+        try:
+            export_outputs(store, out_dir, xmipp_names=config.xmipp_compat)
+        except BaseException:
+            # no half set of final files: they would look like a finished run
+            with suppress(Exception):
+                remove_outputs(out_dir)
+            raise
