@@ -33,7 +33,7 @@ Cone FSC
 Worst axis
     :func:`monodir.core.summaries.fit_axis` on the per-direction 0.143 resolutions, with an
     unresolved direction (``inf``) counted as the box size ``n * voxel_size``, the coarsest
-    resolution a shell can express.
+    resolution a shell can express (and likewise on the 0.5 crossings).
 Sphericity
     ``mean_d(k*_d) / max_d(k*_d)`` over the per-direction 0.143 crossings expressed as
     frequencies (shells): 1 when every direction reaches the same frequency, smaller the more
@@ -99,6 +99,9 @@ class FSCResult:
         Fitted worst-resolved axis (unit vector, z >= 0).
     axis_angle_to_z
         Its angle to z (degrees, 0-90).
+    axis_05, axis_angle_to_z_05
+        The same fitted to the per-direction 0.5 crossings (less sensitive to correlated
+        leakage into empty regions, which keeps the FSC low but above 0.143 there).
     sphericity
         ``mean/max`` of the per-direction 0.143 crossing frequencies.
     cfar
@@ -128,6 +131,8 @@ class FSCResult:
     resolution_05: np.ndarray
     axis: np.ndarray
     axis_angle_to_z: float
+    axis_05: np.ndarray
+    axis_angle_to_z_05: float
     sphericity: float
     cfar: float
     cone_area: np.ndarray
@@ -143,6 +148,7 @@ class FSCResult:
             "direction_best_0143": float(np.nanmin(finite)) if finite.size else float("nan"),
             "direction_worst_0143": float(np.max(self.resolution_0143)),
             "axis_angle_to_z": self.axis_angle_to_z,
+            "axis_angle_to_z_05": self.axis_angle_to_z_05,
             "sphericity": self.sphericity,
             "cfar": self.cfar,
         }
@@ -408,6 +414,7 @@ def directional_fsc(
     res05 = shell_to_resolution(k05, n, voxel_size)
     capped = np.where(np.isfinite(res143), res143, n * voxel_size)
     axis, angle = fit_axis(d, capped)
+    axis05, angle05 = fit_axis(d, np.where(np.isfinite(res05), res05, n * voxel_size))
     kmax = float(np.max(k143))
     sphericity = float(np.mean(k143) / kmax) if kmax > 0 else float("nan")
     band = max(int(np.floor(g143)), 1)
@@ -434,6 +441,8 @@ def directional_fsc(
         resolution_05=res05,
         axis=axis,
         axis_angle_to_z=angle,
+        axis_05=axis05,
+        axis_angle_to_z_05=angle05,
         sphericity=sphericity,
         cfar=cfar,
         cone_area=area,
