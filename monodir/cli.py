@@ -22,6 +22,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from monodir.errors import InputError
 
@@ -76,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_demo = sub.add_parser("demo", help="run a small synthetic example end to end", add_help=False)
     p_demo.add_argument("args", nargs=argparse.REMAINDER)
+    p_vsim = sub.add_parser(
+        "validate-sim",
+        help="run the validation on simulated half maps with known angular distributions",
+        add_help=False,
+    )
+    p_vsim.add_argument("args", nargs=argparse.REMAINDER)
 
     p_rep = sub.add_parser("report", help="regenerate tables, figures and report of a run")
     p_rep.add_argument("run_dir", type=Path, help="the run's output directory")
@@ -83,12 +90,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log to whatever ``sys.stderr`` is when a record is emitted.
+
+    The handler is installed once per process; binding it to the stream of that moment
+    would send later records to a stream that was only redirected for one call.
+    """
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     root = logging.getLogger("monodir")
     root.setLevel(level)
     if not any(getattr(h, "_monodir_cli", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S"))
         handler._monodir_cli = True  # type: ignore[attr-defined]
         root.addHandler(handler)
@@ -217,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)
-        if extra and args.command in ("demo", "report"):
+        if extra and args.command in ("demo", "report", "validate-sim"):
             args.args = [*extra, *args.args]  # sub-commands with their own options
         elif extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -233,6 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_init_config(args)
         if args.command == "demo":
             return _cmd_demo(args)
+        if args.command == "validate-sim":
+            from monodir.validation import main as validation_main
+
+            return int(validation_main(list(args.args)) or 0)
         if args.command == "report":
             return _cmd_report(args)
         parser.error(f"unknown command {args.command}")  # pragma: no cover
