@@ -274,20 +274,38 @@ def ignored_keys(cfg: ClusterConfig) -> list[str]:
     ]
 
 
+def _check_address(address: str) -> None:
+    """Refuse a ``cluster.scheduler`` that is not a Dask address (``tcp://host:port``)."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme in ("tcp", "tls"):
+            parse_host_port(location)
+    except (ValueError, TypeError) as exc:
+        raise InputError(
+            f"cluster.scheduler: {address!r} is not a scheduler address ({exc}); write e.g. "
+            "tcp://host:8786"
+        ) from None
+
+
 def check_cluster_config(cfg: ClusterConfig) -> None:
     """Check what can be checked about the cluster without starting it.
 
     Raises
     ------
     InputError
-        SLURM without ``cores``/``memory`` (in the config or jobqueue.yaml), a malformed
-        memory string, more ``processes`` than ``cores``.
+        SLURM without ``cores``/``memory`` (in the config or jobqueue.yaml), a malformed or
+        non-positive memory size, more ``processes`` than ``cores``; a malformed scheduler
+        address.
 
     Keys set for another kind of cluster (e.g. ``n_workers`` with ``kind: slurm``) are
     ignored with a warning.
     """
     for key in ignored_keys(cfg):
         log.warning("cluster.%s is ignored with cluster.kind: %s", key, cfg.kind)
+    if cfg.kind == "address":
+        _check_address(str(cfg.scheduler))
     if cfg.kind != "slurm":
         return
     from dask.utils import parse_bytes
@@ -301,7 +319,7 @@ def check_cluster_config(cfg: ClusterConfig) -> None:
     memory = _slurm_value(cfg, "memory")
     try:
         size = parse_bytes(str(memory))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise InputError(
             f"cluster.memory: cannot read {memory!r} as a size; write e.g. 16GiB"
         ) from None
@@ -499,7 +517,17 @@ def open_cluster(cfg: ClusterConfig, *, threads: int | None = None) -> Iterator[
 
     client = None
     try:
-        client = Client(cluster) if cluster is not None else Client(cfg.scheduler)
+        if cluster is not None:
+            client = Client(cluster)
+        else:
+            try:
+                client = Client(cfg.scheduler)
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise InputError(
+                    f"cluster.scheduler: cannot reach a Dask scheduler at {cfg.scheduler} "
+                    f"({' '.join(str(exc).split())}); start it (dask scheduler) or fix the "
+                    "address"
+                ) from None
         if cfg.kind == "address":
             if _all_workers_have_resource(client):
                 handle_kwargs = {"resources": {RESOURCE: 1}, "threads": threads}

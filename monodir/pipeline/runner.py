@@ -151,6 +151,7 @@ def load_inputs(config: Config) -> Inputs:
     from monodir.io.mrc import read_map
 
     config.check_files()
+    check_cluster_config(config.cluster)  # cheap: before reading any map
     inp = config.input
     vs = inp.voxel_size
     warnings: list[str] = []
@@ -174,7 +175,6 @@ def load_inputs(config: Config) -> Inputs:
         excl = validate.binarize_mask(excl_info, 0.5 if inp.mask_threshold is None else None)
     validate.check_box(ref.shape, ref.voxel_size, config.monores.low_resolution, name=ref.name)
     noise = validate.check_noise_region(mask, single_map=inp.half_maps is None, name=mask_info.name)
-    check_cluster_config(config.cluster)
     limit, concurrent = worker_memory_limit(config.cluster)
     if limit is not None:
         need = validate.estimate_memory(ref.shape, threads=concurrent)
