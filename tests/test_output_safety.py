@@ -22,7 +22,9 @@ from monodir.io.store import RunStore
 from monodir.pipeline.runner import (
     MRC_OUTPUTS,
     REPORT_FILES,
+    load_inputs,
     lock_run_directory,
+    open_run_store,
     regenerate_outputs,
     run_pipeline,
 )
@@ -96,6 +98,15 @@ def test_failed_export_removes_its_partial_files(tmp_path, fake, monkeypatch):
         run_pipeline(cfg, kernels=fake)
     assert finished_looking(out) == []
     assert RunStore.open(out / "run.zarr", mode="r").status == "running"
+
+    # a driver killed during the export leaves files behind: the next attempt removes them
+    # as soon as it resumes, before computing anything
+    (out / "doa.mrc").write_bytes(b"left by a killed export")
+    (out / "tables").mkdir()
+    (out / "tables" / "thresholds.csv").write_text("x\n")
+    store, resumed = open_run_store(cfg, load_inputs(cfg), ["monodir", "run"])
+    assert resumed and finished_looking(out) == []
+    del store
 
     monkeypatch.setattr(monodir.report, "write_report", real)
     run_pipeline(cfg, kernels=fake)
