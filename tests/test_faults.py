@@ -128,7 +128,7 @@ def test_slurm_worker_job_cancelled_mid_run(tmp_path, monkeypatch):
         _wait_for(marker.exists, 240, "direction 5 to start on a SLURM worker", proc)
         _pid, job_id = marker.read_text().split()
         first = submitted_jobs_since(t0, name="dask-worker")
-        assert [j.job_id for j in first] == [int(job_id)], first
+        assert int(job_id) in [j.job_id for j in first], first
         subprocess.run(["scancel", job_id], check=True, timeout=30)
         _wait_for(
             lambda: (rec := job_record(int(job_id), since=t0)) is not None and rec.finished,
@@ -145,7 +145,7 @@ def test_slurm_worker_job_cancelled_mid_run(tmp_path, monkeypatch):
     assert proc.returncode == 0, err[-5000:]
     assert "submitting replacement" in err, err[-5000:]
     jobs = submitted_jobs_since(t0, name="dask-worker")
-    assert len(jobs) >= 2 and jobs[0].job_id == int(job_id), jobs
+    assert any(j.job_id > int(job_id) for j in jobs), f"no replacement job: {jobs}"
     assert job_record(int(job_id), since=t0).state.startswith("CANCELLED")
     store = RunStore.open(tmp_path / "slurm" / "run.zarr", mode="r")
     assert store.status == "complete" and store.attrs["attempts"] == 1
