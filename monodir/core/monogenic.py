@@ -155,22 +155,26 @@ class AmplitudeWorkspace:
         self.acc = self._lp.x
         self.r_half = fourier.half_radius(self.shape, self.dtype)
         self._lbuf = np.empty_like(self.r_half)
+        self._below = np.empty(self.r_half.shape, dtype=bool)
         self._filled: np.ndarray | None = None
 
     def _low_pass_factor(self, f: float, f_l: float, nan_at_zero_width: bool) -> np.ndarray:
         """:func:`low_pass` times the forward normalisation, in a reused buffer."""
         r, out = self.r_half, self._lbuf
+        np.less(r, f, out=self._below)
+        out[...] = 0.0
+        out[self._below] = 1.0
+        ramp = np.flatnonzero(~self._below & (r <= f_l))
         if f_l > f:
-            np.subtract(r, f, out=out)
-            out *= np.pi
-            out /= f_l - f
-            np.cos(out, out=out)
-            out += 1.0
-            out *= 0.5
+            vals = r.reshape(-1)[ramp] - f
+            vals *= np.pi
+            vals /= f_l - f
+            np.cos(vals, out=vals)
+            vals += 1.0
+            vals *= 0.5
+            out.reshape(-1)[ramp] = vals
         else:
-            out[...] = np.nan if nan_at_zero_width else 1.0
-        out[r < f] = 1.0
-        out[r > f_l] = 0.0
+            out.reshape(-1)[ramp] = np.nan if nan_at_zero_width else 1.0
         out *= self._lp.scale
         return out
 
