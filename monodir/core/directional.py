@@ -27,7 +27,7 @@ import numpy as np
 
 from monodir.core import fourier
 from monodir.core.directions import angles_to_vectors, direction_set
-from monodir.core.masks import cliff_radius, percentile, protein_radius, radius2
+from monodir.core.masks import percentile, prepare_states, radius2
 from monodir.core.monogenic import AmplitudeWorkspace, SpectralBasis
 from monodir.core.results import DirectionalResult
 from monodir.core.sweep import SweepStep, directional_sweep
@@ -175,12 +175,7 @@ def prepare_directional(
         noise_map = None
     shape = analysed.shape
     n = shape[2]
-    r2 = radius2(shape)
-    state = np.where(mask, 1, 0).astype(np.int8)
-    r_prot = protein_radius(mask, r2)
-    n_mask_ref = int(mask.sum())
-    r_lim, _ = cliff_radius(analysed, r2, r_prot)
-    state[r2 >= r_lim * r_lim] = -1
+    state, r_prot, n_mask_ref, r_lim, _, r2 = prepare_states(analysed, mask)
     radius = n / 2 if sphere_radius is None or sphere_radius <= 0 else float(sphere_radius)
     if noise_map is None and r_lim - N_SMOOTH <= r_prot:
         raise NoNoiseRegionError(

@@ -84,3 +84,19 @@ def percentile(values: np.ndarray, p: float) -> float:
     if k >= n:
         k = n - 1
     return float(np.partition(values, k)[k])
+
+
+def prepare_states(
+    volume: np.ndarray, mask: np.ndarray
+) -> tuple[np.ndarray, int, int, int, bool, np.ndarray]:
+    """Initial state array: 1 protein, 0 noise, -1 beyond the cliff radius.
+
+    Returns ``(state, r_prot, n_mask, r_lim, cliff_found, r2)``.
+    """
+    r2 = radius2(volume.shape)
+    state = np.where(mask, 1, 0).astype(np.int8)
+    r_prot = protein_radius(mask, r2)
+    n_mask = int(mask.sum())
+    r_lim, found = cliff_radius(volume, r2, r_prot)
+    state[r2 >= r_lim * r_lim] = -1
+    return state, r_prot, n_mask, r_lim, found, r2

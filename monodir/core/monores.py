@@ -15,7 +15,7 @@ import numpy as np
 from scipy.stats import norm
 
 from monodir.core import fourier
-from monodir.core.masks import cliff_radius, percentile, protein_radius, radius2
+from monodir.core.masks import percentile, prepare_states
 from monodir.core.monogenic import AmplitudeWorkspace, full_basis
 from monodir.core.results import MonoResResult
 from monodir.core.sweep import monores_sweep
@@ -27,22 +27,6 @@ REFINE_SIGMA = 4.0
 OUTPUT_SIGMA = 3.0
 #: Fixed quantile of the refined mask (quirk Q7).
 REFINE_QUANTILE = 0.95
-
-
-def prepare_states(
-    volume: np.ndarray, mask: np.ndarray
-) -> tuple[np.ndarray, int, int, int, bool, np.ndarray]:
-    """Initial state array: 1 protein, 0 noise, -1 beyond the cliff radius.
-
-    Returns ``(state, r_prot, n_mask, r_lim, cliff_found, r2)``.
-    """
-    r2 = radius2(volume.shape)
-    state = np.where(mask, 1, 0).astype(np.int8)
-    r_prot = protein_radius(mask, r2)
-    n_mask = int(mask.sum())
-    r_lim, found = cliff_radius(volume, r2, r_prot)
-    state[r2 >= r_lim * r_lim] = -1
-    return state, r_prot, n_mask, r_lim, found, r2
 
 
 def monores(
