@@ -28,7 +28,7 @@ import numpy as np
 from monodir.core import fourier
 from monodir.core.directions import angles_to_vectors, direction_set
 from monodir.core.masks import percentile, prepare_states, radius2
-from monodir.core.monogenic import AmplitudeWorkspace, SpectralBasis
+from monodir.core.monogenic import AmplitudeWorkspace, ShellSweep, SpectralBasis, workspace_for
 from monodir.core.results import DirectionalResult
 from monodir.core.sweep import SweepStep, directional_sweep
 
@@ -373,13 +373,15 @@ def direction_resolution(
     signal mean, noise mean, threshold).
     """
     dtype = setup.dtype
-    ws = workspace or AmplitudeWorkspace(setup.shape, dtype, threads)
+    ws = workspace or workspace_for(setup.shape, dtype, threads)
     basis = cone_basis(setup, i)
-    noise_basis = None
+    signal = ShellSweep(basis, ws, slot=0)
+    noise = None
     if setup.half_maps:
         noise_basis = basis.with_spectrum(
             _gather_full(setup.noise_spectrum, basis.flat_index, setup.shape[2])
         )
+        noise = ShellSweep(noise_basis, ws, slot=1)
         noise_idx = setup.mask_indices
     else:
         noise_idx = noise_indices(setup, i)
@@ -400,25 +402,12 @@ def direction_resolution(
         ns = int(active.sum())
         if ns / max(setup.n_mask_ref, 1) < 0.025:
             break
-        amp = ws.amplitude(
-            basis,
-            step.freq,
-            step.freq_high_pass,
-            step.freq_low_pass,
-            taper=setup.taper,
-            scratch=True,
-        ).reshape(-1)
+        band = (step.freq, step.freq_high_pass, step.freq_low_pass)
+        amp = signal.amplitude(*band, taper=setup.taper, scratch=True).reshape(-1)
         a_mask = amp[setup.mask_indices]
         mean_s = float(a_mask[active].mean(dtype=np.float64))
-        if noise_basis is not None:
-            amp_n = ws.amplitude(
-                noise_basis,
-                step.freq,
-                step.freq_high_pass,
-                step.freq_low_pass,
-                taper=setup.taper,
-                scratch=True,
-            ).reshape(-1)
+        if noise is not None:
+            amp_n = noise.amplitude(*band, taper=setup.taper, scratch=True).reshape(-1)
             noise_vals = amp_n[noise_idx]
         else:
             noise_vals = amp[noise_idx]

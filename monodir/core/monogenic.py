@@ -17,6 +17,7 @@ cone that is a few percent of Fourier space, which makes building the two comple
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -149,34 +150,54 @@ class AmplitudeWorkspace:
         self.dtype = np.dtype(dtype)
         self.cdtype = fourier.complex_dtype(self.dtype)
         self.threads = threads
-        self._inv = fourier.InverseC2C(self.shape, self.cdtype, threads)
-        self.zin = self._inv.zin
-        self._lp = fourier.RealFilter(self.shape, self.dtype, threads)
+        self._inv_plan: fourier.InverseC2C | None = None
+        self._partials: dict[int, list[np.ndarray]] = {}
+        self._slab: np.ndarray | None = None
+        self._slab_plans: dict[tuple[int, int], fourier.AxisInverse] = {}
+        self.partial_inverse = fourier.PartialInverse(self.shape, self.cdtype, threads)
+        self._lp = fourier.PrunedLowPass(self.shape, self.dtype, threads)
         self.acc = self._lp.x
-        self.r_half = fourier.half_radius(self.shape, self.dtype)
-        self._lbuf = np.empty_like(self.r_half)
-        self._below = np.empty(self.r_half.shape, dtype=bool)
+        self._freq = fourier.half_grid(self.shape, np.float64)
         self._filled: np.ndarray | None = None
 
-    def _low_pass_factor(self, f: float, f_l: float, nan_at_zero_width: bool) -> np.ndarray:
-        """:func:`low_pass` times the forward normalisation, in a reused buffer."""
-        r, out = self.r_half, self._lbuf
-        np.less(r, f, out=self._below)
-        out[...] = 0.0
-        out[self._below] = 1.0
-        ramp = np.flatnonzero(~self._below & (r <= f_l))
-        if f_l > f:
-            vals = r.reshape(-1)[ramp] - f
-            vals *= np.pi
-            vals /= f_l - f
-            np.cos(vals, out=vals)
-            vals += 1.0
-            vals *= 0.5
-            out.reshape(-1)[ramp] = vals
-        else:
-            out.reshape(-1)[ramp] = np.nan if nan_at_zero_width else 1.0
-        out *= self._lp.scale
-        return out
+    def _low_pass(self, f: float, f_l: float, nan_at_zero_width: bool) -> np.ndarray:
+        """Low-pass ``acc`` in place (:func:`low_pass`, pruned beyond ``f_l``)."""
+        scale = self._lp.scale
+
+        def factor(ys: slice, xs: slice) -> np.ndarray:
+            fz, fy, fx = self._freq
+            r = np.sqrt(fz * fz + fy[:, ys] ** 2 + fx[:, :, xs] ** 2).astype(self.dtype)
+            out = low_pass(r, f, f_l, nan_at_zero_width=nan_at_zero_width)
+            out *= scale
+            return out
+
+        k_max = int(np.floor(f_l * max(self.shape))) + 1
+        return self._lp.run(k_max, factor)
+
+    @property
+    def _inv(self) -> fourier.InverseC2C:
+        if self._inv_plan is None:
+            self._inv_plan = fourier.InverseC2C(self.shape, self.cdtype, self.threads)
+        return self._inv_plan
+
+    @property
+    def zin(self) -> np.ndarray:
+        return self._inv.zin
+
+    def partials(self, slot: int) -> list[np.ndarray]:
+        """Zeroed pair of partial-transform accumulators of a slot (for :class:`ShellSweep`).
+
+        One slot per sweep alive at the same time (signal, half-map noise); the buffers are
+        allocated once and reused.
+        """
+        t = self._partials.get(slot)
+        if t is None:
+            t = self._partials[slot] = [
+                fourier.aligned_empty(self.shape, self.cdtype) for _ in range(2)
+            ]
+        for ti in t:
+            ti.fill(0)
+        return t
 
     def _load(self, index: np.ndarray | None, values: np.ndarray) -> None:
         if index is None:
@@ -191,6 +212,7 @@ class AmplitudeWorkspace:
         self._filled = index
 
     def _accumulate(self, first: bool) -> None:
+        """Add ``|IFFT(zin)|^2`` to ``acc`` (``first``: replace it)."""
         out = self._inv.run()
         parts = out.view(self.dtype).reshape(*self.shape, 2)
         np.square(parts, out=parts)
@@ -231,5 +253,123 @@ class AmplitudeWorkspace:
             self.acc *= taper
         if not band:
             return self.acc if scratch else self.acc.copy()
-        out = self._lp.run(self._low_pass_factor(f, f_l, nan_at_zero_width))
+        out = self._low_pass(f, f_l, nan_at_zero_width)
+        return out if scratch else out.copy()
+
+    def last_pass_amplitude(self, t: list[np.ndarray], axis: int, taper: np.ndarray | None):
+        """``acc = taper * sqrt(|F t[0]|^2 + |F t[1]|^2)``, ``F`` the inverse FFT along ``axis``.
+
+        ``axis`` is 1 or 2. Done in slabs of z-planes of about 512 KiB, so that the transform,
+        the squares, the root and the taper of a slab run in cache.
+        """
+        if axis not in (1, 2):
+            raise ValueError("the last pass runs along y or x")
+        nz, ny, nx = self.shape
+        if self._slab is None:
+            plane = ny * nx * self.cdtype.itemsize
+            nb = int(max(1, min(nz, (1 << 19) // plane)))
+            self._slab = fourier.padded_empty((nb, ny, nx), self.cdtype)
+        nb = self._slab.shape[0]
+        for z0 in range(0, nz, nb):
+            z1 = min(z0 + nb, nz)
+            buf = self._slab[: z1 - z0]
+            acc = self.acc[z0:z1]
+            key = (axis, z1 - z0)
+            plan = self._slab_plans.get(key)
+            if plan is None:
+                plan = self._slab_plans[key] = fourier.AxisInverse(buf, buf, axis, self.threads)
+            for b in (0, 1):
+                np.copyto(buf, t[b][z0:z1])
+                plan.run()
+                parts = buf.view(self.dtype).reshape(*buf.shape, 2)
+                np.square(parts, out=parts)
+                if b == 0:
+                    np.add(parts[..., 0], parts[..., 1], out=acc)
+                else:
+                    acc += parts[..., 0]
+                    acc += parts[..., 1]
+            np.sqrt(acc, out=acc)
+            if taper is not None:
+                acc *= taper[z0:z1]
+
+
+_local = threading.local()
+
+
+def workspace_for(shape: tuple[int, int, int], dtype: type, threads: int = 1) -> AmplitudeWorkspace:
+    """This thread's workspace for a grid (kept between calls: plans and buffers are reused).
+
+    One workspace is kept per thread; asking for another grid replaces it.
+    """
+    key = (tuple(shape), np.dtype(dtype).str, int(threads))
+    cached = getattr(_local, "workspace", None)
+    if cached is None or cached[0] != key:
+        _local.workspace = None  # free the old buffers before allocating new ones
+        cached = _local.workspace = (key, AmplitudeWorkspace(shape, dtype, threads))
+    return cached[1]
+
+
+class ShellSweep:
+    """Monogenic amplitudes of one sparse basis at increasing frequencies, shell by shell.
+
+    Between two tested frequencies of a sweep the high-pass filter changes only on a thin shell
+    of radii. The two packed inverse transforms are therefore carried from one frequency to
+    the next as partial transforms (first two passes done, :func:`fourier.add_partial_ifft`),
+    and each step adds the pruned partial transform of the shell where the filter changed;
+    only the last pass (:class:`fourier.AxisInverse`), the root and the low-pass run on the
+    whole grid. The result equals :meth:`AmplitudeWorkspace.amplitude` up to rounding.
+
+    Frequencies must not decrease from one call to the next (the sweeps of algorithm.md 1.3
+    and 2.5 only increase).
+
+    Parameters
+    ----------
+    basis
+        Sparse basis (``flat_index`` set), e.g. a directional cone.
+    ws
+        Workspace of the grid; its accumulators of ``slot`` are taken over (and zeroed).
+    slot
+        Which accumulator pair to use (one per sweep alive at the same time).
+    """
+
+    def __init__(self, basis: SpectralBasis, ws: AmplitudeWorkspace, slot: int = 0):
+        if basis.flat_index is None:
+            raise ValueError("ShellSweep needs a sparse basis (flat_index)")
+        self.basis, self.ws = basis, ws
+        self.k = tuple(
+            a.astype(np.intp, copy=False) for a in np.unravel_index(basis.flat_index, ws.shape)
+        )
+        g = 1.0 if basis.g is None else basis.g
+        self.c1 = (basis.spectrum * (g + basis.hx)).astype(ws.cdtype, copy=False)
+        self.c2 = (basis.spectrum * (basis.hz - 1j * basis.hy)).astype(ws.cdtype, copy=False)
+        self.axes = fourier.pruning_axes(self.k, ws.shape, last=(1,))
+        self.t = ws.partials(slot)
+        self.weights: np.ndarray | None = None
+
+    def amplitude(
+        self,
+        f: float,
+        f_h: float,
+        f_l: float,
+        *,
+        taper: np.ndarray | None = None,
+        nan_at_zero_width: bool = False,
+        scratch: bool = False,
+    ) -> np.ndarray:
+        """Monogenic amplitude at frequency ``f`` (as :meth:`AmplitudeWorkspace.amplitude`)."""
+        ws = self.ws
+        w = high_pass(self.basis.radius, f, f_h).astype(ws.dtype, copy=False)
+        delta = w if self.weights is None else w - self.weights
+        self.weights = w
+        sel = np.flatnonzero(delta)
+        if sel.size:
+            d = delta[sel]
+            ws.partial_inverse.add(
+                self.t,
+                tuple(a[sel] for a in self.k),
+                [d * self.c1[sel], d * self.c2[sel]],
+                self.axes,
+            )
+        ws.last_pass_amplitude(self.t, self.axes[2], taper)
+        out = ws._low_pass(f, f_l, nan_at_zero_width)
         return out if scratch else out.copy()
