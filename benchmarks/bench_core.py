@@ -1,25 +1,44 @@
-"""Kernel benchmark: monodir's per-step and per-direction cost against the FFT floor.
+"""monodir's speed and memory, all measured in one run on this machine.
 
 Run from the repository root::
 
-    python benchmarks/bench_core.py            # 64^3, 128^3, 256^3 + Xmipp reference cases
-    python benchmarks/bench_core.py --quick    # 64^3 and 128^3 only, no reference cases
+    python benchmarks/bench_core.py              # 64^3, 128^3, 256^3 + Xmipp reference cases
+    python benchmarks/bench_core.py --quick      # 64^3 and 128^3, no reference cases
+    python benchmarks/bench_core.py --sizes 384  # other sizes (memory permitting)
 
-Everything is measured in this one run on this machine. The FFT floor of one
-(direction, frequency) step is the time of the bare transforms the step needs, with the same
-library (pyFFTW), precision and thread count: two complex inverse FFTs (the four real inverse
-transforms packed in pairs) plus one real forward and one real inverse FFT (the amplitude's
-low-pass). Peak memory is measured in a fresh subprocess that computes one direction.
+Tables printed:
+
+1. Per (direction, frequency) step, default and ``xmipp_compat`` mode, one process with
+   ``--threads`` FFT threads (default 1, as a pipeline worker runs):
+
+   * ``dense floor``: the bare transforms a step needs when computed the textbook way, with
+     the same library (pyFFTW, FFTW_ESTIMATE plans as monodir uses), precision and threads:
+     two complex inverse 3D FFTs (the four real inverse transforms packed in pairs) plus the
+     real forward and inverse 3D FFTs of the amplitude low-pass. Xmipp does six real ones.
+   * ``step``: monodir's time per step, averaged over a whole direction (the direction's
+     set-up included), and its ratio to the dense floor;
+   * ``fft in step``: the time spent inside FFT executions during that direction (monodir
+     prunes its transforms, see ``monodir.core.monogenic.ShellSweep``), and the ratio
+     ``step / fft in step`` (everything that is not a transform);
+   * MonoRes time, whole ``monodir.directional`` time (``--jobs`` processes), and the peak
+     resident memory of a worker process while it computes directions (imports, setup and
+     workspace included), also in volumes of ``n^3`` float32.
+2. Growth with the box size: time per step over ``n^3 log2 n`` relative to the smallest size.
+3. Xmipp reference cases (``../shared/data/xmipp_reference``): MonoRes and whole directional
+   analysis (``--jobs`` local processes, 1 FFT thread each, i.e. the same two cores), and a
+   whole ``monodir run`` on the local Dask cluster, against the wall times Xmipp's own binaries
+   took on this machine kind.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,10 +49,9 @@ sys.path.insert(0, str(ROOT))
 
 from monodir.core import fourier  # noqa: E402
 from monodir.core.directional import (  # noqa: E402
-    cone_basis,
     direction_resolution,
+    directional,
     prepare_directional,
-    resolution_matrix,
 )
 from monodir.core.monogenic import AmplitudeWorkspace  # noqa: E402
 from monodir.core.monores import monores  # noqa: E402
@@ -48,6 +66,7 @@ XMIPP_WALL = {  # MonoDir wall seconds from ../shared/data/xmipp_reference/READM
     ("synth128", False): 106.2,
 }
 XMIPP_MONORES_WALL = {"emd3488": 2.0, "betagal": 2.4, "synth128": 3.6}
+VOXEL = {"emd3488": 1.05, "betagal": 3.54, "synth128": 1.0}
 
 
 def best_of(fn, repeat: int = 3) -> float:
@@ -59,8 +78,8 @@ def best_of(fn, repeat: int = 3) -> float:
     return min(times)
 
 
-def fft_floor(n: int, dtype, threads: int) -> float:
-    """Bare transforms of one step: 2 complex inverse + 1 real forward + 1 real inverse."""
+def dense_floor(n: int, dtype, threads: int) -> float:
+    """Bare dense transforms of one step: 2 complex inverse + 1 real forward + 1 real inverse."""
     shape = (n, n, n)
     inv = fourier.InverseC2C(shape, fourier.complex_dtype(dtype), threads)
     lp = fourier.RealFilter(shape, np.dtype(dtype), threads)
@@ -78,22 +97,41 @@ def fft_floor(n: int, dtype, threads: int) -> float:
     return best_of(step, 5)
 
 
-def peak_rss_one_direction(n: int, threads: int, compat: bool) -> float:
-    """Peak RSS (MiB) of a fresh process that prepares and computes one direction."""
-    code = (
-        f"import sys, resource; sys.path.insert(0, {str(ROOT)!r})\n"
-        "from monodir.synthetic import anisotropic_map\n"
-        "from monodir.core.directional import prepare_directional, direction_resolution\n"
-        f"v, m = anisotropic_map({n}, 1.0, noise=0.1, seed=0)\n"
-        f"s = prepare_directional(v, m, 1.0, xmipp_compat={compat!r}, threads={threads})\n"
-        f"direction_resolution(s, 3, {threads})\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1]) / 1024.0
+_RSS_CODE = """
+import sys, resource, numpy as np
+sys.path.insert(0, {root!r})
+from monodir.core.directional import prepare_directional, direction_resolution
+from monodir.core.monogenic import workspace_for
+d = np.load({path!r}); v, m = d["v"], d["m"]; del d
+s = prepare_directional(v, m, 1.0, xmipp_compat={compat!r}, threads={threads})
+del v, m
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024.0
+setup_rss = hwm()
+open("/proc/self/clear_refs", "w").write("5")
+ws = workspace_for(s.shape, s.dtype, {threads})
+for i in (3, 40):
+    direction_resolution(s, i, {threads}, workspace=ws)
+print(setup_rss, hwm())
+"""
 
 
-def kernel_rows(sizes: list[int], threads: int) -> list[dict]:
+def worker_peak_rss(vol, mask, compat: bool, threads: int) -> tuple[float, float]:
+    """Peak RSS (MiB) of a fresh process: after prepare, and while computing two directions."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "map.npz")
+        np.savez(path, v=vol, m=mask)
+        code = _RSS_CODE.format(root=str(ROOT), path=path, compat=compat, threads=threads)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
+    a, b = out.stdout.split()[-2:]
+    return float(a), float(b)
+
+
+def kernel_rows(sizes: list[int], threads: int, jobs: int, whole_upto: int) -> list[dict]:
     rows = []
     for n in sizes:
         vol, mask = anisotropic_map(n, 1.0, noise=0.1, seed=0)
@@ -101,160 +139,202 @@ def kernel_rows(sizes: list[int], threads: int) -> list[dict]:
             dtype = np.float64 if compat else np.float32
             setup = prepare_directional(vol, mask, 1.0, xmipp_compat=compat, threads=threads)
             ws = AmplitudeWorkspace(setup.shape, setup.dtype, threads)
-            basis = cone_basis(setup, 3)
-            st = setup.steps[len(setup.steps) // 2]
-
-            def amp(basis=basis, st=st, ws=ws, setup=setup):
-                ws.amplitude(
-                    basis,
-                    st.freq,
-                    st.freq_high_pass,
-                    st.freq_low_pass,
-                    taper=setup.taper,
-                    scratch=True,
-                )
-
-            amp()
-            t_step = best_of(amp, 5)
-            floor = fft_floor(n, dtype, threads)
+            direction_resolution(setup, 0, threads, workspace=ws)  # plans, buffers
             log: list = []
-            direction_resolution(setup, 3, threads, workspace=ws)
-            t_dir = best_of(
-                lambda setup=setup, ws=ws, log=log: direction_resolution(
-                    setup, 3, threads, workspace=ws, sweep_log=log
-                ),
-                1,
-            )
-            n_steps = len(log)
+            fourier.fft_clock = [0.0]
+            t0 = time.perf_counter()
+            direction_resolution(setup, 3, threads, workspace=ws, sweep_log=log)
+            t_dir = time.perf_counter() - t0
+            t_fft = fourier.fft_clock[0]
+            fourier.fft_clock = None
+            steps = len(log)
+            floor = dense_floor(n, dtype, threads)
             t0 = time.perf_counter()
             monores(vol, mask, 1.0, xmipp_compat=compat, threads=threads)
             t_mr = time.perf_counter() - t0
-            rows.append(
-                {
-                    "n": n,
-                    "mode": "compat" if compat else "default",
-                    "threads": threads,
-                    "fft_floor_step_s": floor,
-                    "step_s": t_step,
-                    "step_over_floor": t_step / floor,
-                    "direction_s": t_dir,
-                    "steps_in_direction": n_steps,
-                    "direction_over_floor": t_dir / (n_steps * floor),
-                    "monores_s": t_mr,
-                    "directional_81_est_s": t_dir * setup.n_directions,
-                    "peak_rss_one_direction_MiB": peak_rss_one_direction(n, threads, compat),
-                    "volume_MiB": n**3 * 4 / 2**20,
-                }
-            )
-            print(json.dumps(rows[-1]), flush=True)
+            t_whole = float("nan")
+            if n <= whole_upto:
+                t0 = time.perf_counter()
+                directional(vol, mask, 1.0, xmipp_compat=compat, threads=threads, n_jobs=jobs)
+                t_whole = time.perf_counter() - t0
+            rss_setup, rss_dirs = worker_peak_rss(vol, mask, compat, threads)
+            vol_mib = n**3 * 4 / 2**20
+            row = {
+                "n": n,
+                "mode": "compat" if compat else "default",
+                "dense_floor_ms": floor * 1e3,
+                "step_ms": t_dir / steps * 1e3,
+                "step/dense_floor": t_dir / steps / floor,
+                "fft_in_step_ms": t_fft / steps * 1e3,
+                "step/fft_in_step": t_dir / t_fft,
+                "steps": steps,
+                "direction_s": t_dir,
+                "monores_s": t_mr,
+                f"directional_{setup.n_directions}dirs_s": t_whole,
+                "worker_peak_MiB": rss_dirs,
+                "worker_peak_volumes": rss_dirs / vol_mib,
+                "after_setup_MiB": rss_setup,
+            }
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
     return rows
 
 
-def reference_rows(threads: int, n_jobs: int) -> list[dict]:
+def _run_config(case: str, fast: bool, compat: bool, out: Path, workers: int) -> Path:
+    import yaml
+
+    base = REF / case
+    cfg = {
+        "input": {
+            "map": str(base / "map.mrc"),
+            "mask": str(base / "mask.mrc"),
+            "voxel_size": VOXEL[case],
+        },
+        "directional": {"fast": fast},
+        "output": {"directory": str(out)},
+        "cluster": {"kind": "local", "n_workers": workers, "threads_per_worker": 1},
+        "run": {"threads": 1},
+        "xmipp_compat": compat,
+    }
+    path = out.parent / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def whole_run(case: str, fast: bool, compat: bool, workers: int) -> float:
+    """Wall time of ``python -m monodir run`` (cluster start, I/O and reports included)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = _run_config(case, fast, compat, Path(tmp) / "run", workers)
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "monodir", "-q", "run", str(cfg)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"monodir run failed on {case}:\n{proc.stderr}")
+    return wall
+
+
+def reference_rows(jobs: int, runs: bool) -> list[dict]:
     import mrcfile
 
     rows = []
-    cases = {"emd3488": 1.05, "betagal": 3.54, "synth128": 1.0}
-    for case, s in cases.items():
+    for (case, fast), xm in XMIPP_WALL.items():
         base = REF / case
         if not base.exists():
             continue
-        vol = mrcfile.read(base / "map.mrc").astype(np.float64)
+        vol = mrcfile.read(base / "map.mrc").astype(np.float32)
         mask = mrcfile.read(base / "mask.mrc") > 0.5
-        for fast in (False, True):
-            if (case, fast) not in XMIPP_WALL:
-                continue
-            for compat in (False, True):
-                t0 = time.perf_counter()
-                monores(vol, mask, s, xmipp_compat=compat, threads=threads * n_jobs)
-                t_mr = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                setup = prepare_directional(
-                    vol, mask, s, fast=fast, xmipp_compat=compat, threads=threads
-                )
-                resolution_matrix(setup, threads=threads, n_jobs=n_jobs)
-                t_dir = time.perf_counter() - t0
-                xm = XMIPP_WALL[(case, fast)]
-                rows.append(
-                    {
-                        "case": case,
-                        "fast": fast,
-                        "mode": "compat" if compat else "default",
-                        "monores_s": t_mr,
-                        "directional_s": t_dir,
-                        "xmipp_monodir_s": xm,
-                        "xmipp_over_monodir": xm / t_dir,
-                        "xmipp_total_over_monodir_total": (xm + XMIPP_MONORES_WALL[case])
-                        / (t_dir + t_mr),
-                    }
-                )
-                print(json.dumps(rows[-1]), flush=True)
+        s = VOXEL[case]
+        for compat in (False, True):
+            t0 = time.perf_counter()
+            mr = monores(vol, mask, s, xmipp_compat=compat, threads=jobs)
+            t_mr = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            directional(
+                vol,
+                mask,
+                s,
+                fast=fast,
+                xmipp_compat=compat,
+                monores_map=mr.resolution,
+                threads=1,
+                n_jobs=jobs,
+            )
+            t_dir = time.perf_counter() - t0
+            t_run = whole_run(case, fast, compat, jobs) if runs else float("nan")
+            xm_total = xm + XMIPP_MONORES_WALL[case]
+            row = {
+                "case": case,
+                "directions": 46 if fast else 81,
+                "mode": "compat" if compat else "default",
+                "monores_s": t_mr,
+                "directional_s": t_dir,
+                "xmipp_monodir_s": xm,
+                "xmipp/monodir directional": xm / t_dir,
+                "xmipp/monodir both": xm_total / (t_mr + t_dir),
+                "monodir_run_s": t_run,
+                "xmipp/monodir run": xm_total / t_run,
+            }
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
     return rows
 
 
-def table(rows: list[dict], keys: list[str]) -> str:
-    def fmt(v):
-        return f"{v:.3g}" if isinstance(v, float) else str(v)
+def table(rows: list[dict], keys: list[str] | None = None) -> str:
+    keys = keys or list(rows[0])
 
-    lines = [" | ".join(keys), " | ".join("---" for _ in keys)]
-    lines += [" | ".join(fmt(r[k]) for k in keys) for r in rows]
+    def fmt(v):
+        if isinstance(v, float):
+            return "n/a" if math.isnan(v) else f"{v:.3g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(fmt(r[k]) for k in keys) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def growth_rows(rows: list[dict]) -> list[dict]:
+    out = []
+    for mode in ("default", "compat"):
+        sel = [r for r in rows if r["mode"] == mode]
+        if not sel:
+            continue
+        n0 = sel[0]["n"]
+        t0 = sel[0]["step_ms"] / (n0**3 * math.log2(n0))
+        v0 = sel[0]["worker_peak_MiB"]
+        for r in sel:
+            n = r["n"]
+            out.append(
+                {
+                    "mode": mode,
+                    "n": n,
+                    "step_ms": r["step_ms"],
+                    "step / (n^3 log2 n), rel.": r["step_ms"] / (n**3 * math.log2(n)) / t0,
+                    "worker_peak_MiB": r["worker_peak_MiB"],
+                    "peak / peak(smallest)": r["worker_peak_MiB"] / v0,
+                    "volumes (n^3 float32)": r["worker_peak_volumes"],
+                }
+            )
+    return out
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="64^3 and 128^3 only")
+    ap.add_argument("--quick", action="store_true", help="64^3 and 128^3, no reference cases")
     ap.add_argument("--sizes", type=int, nargs="*", default=None)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--threads", type=int, default=1, help="FFT threads per process")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="local processes")
+    ap.add_argument(
+        "--whole-upto", type=int, default=128, help="time all directions up to this size"
+    )
     ap.add_argument("--no-reference", action="store_true")
+    ap.add_argument("--no-runs", action="store_true", help="skip the whole `monodir run`s")
     args = ap.parse_args(argv)
     sizes = args.sizes or ([64, 128] if args.quick else [64, 128, 256])
-    fourier.set_planner_effort("FFTW_MEASURE")
-    print(f"# monodir kernel benchmark, {os.cpu_count()} CPUs, FFTW_MEASURE plans")
-    rows = kernel_rows(sizes, args.threads)
-    print("\n## Per step and per direction versus the FFT floor\n")
-    print(
-        table(
-            rows,
-            [
-                "n",
-                "mode",
-                "threads",
-                "fft_floor_step_s",
-                "step_s",
-                "step_over_floor",
-                "direction_s",
-                "steps_in_direction",
-                "direction_over_floor",
-                "monores_s",
-                "directional_81_est_s",
-                "peak_rss_one_direction_MiB",
-                "volume_MiB",
-            ],
-        )
-    )
+    print(f"# monodir benchmark: {os.cpu_count()} CPUs, FFT threads per process {args.threads}")
+    print(f"# load average at start: {load_average()}")
+    rows = kernel_rows(sizes, args.threads, args.jobs, args.whole_upto)
+    print("\n## Per step, per direction, whole analysis, memory\n")
+    print(table(rows))
+    print("\n## Growth with the box size\n")
+    print(table(growth_rows(rows)))
     if not args.quick and not args.no_reference and REF.exists():
-        ref = reference_rows(threads=1, n_jobs=args.threads)
-        print("\n## Against Xmipp's wall time on the same inputs (2 local processes)\n")
+        ref = reference_rows(args.jobs, runs=not args.no_runs)
         print(
-            table(
-                ref,
-                [
-                    "case",
-                    "fast",
-                    "mode",
-                    "monores_s",
-                    "directional_s",
-                    "xmipp_monodir_s",
-                    "xmipp_over_monodir",
-                    "xmipp_total_over_monodir_total",
-                ],
-            )
+            f"\n## Against Xmipp's wall time on the same inputs ({args.jobs} local processes "
+            "x 1 FFT thread; `monodir run`: local Dask cluster, same workers)\n"
         )
-    print(
-        f"\n# max RSS of this process: "
-        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
-    )
+        print(table(ref))
+    print(f"\n# load average at end: {load_average()}")
     return 0
 
 

@@ -150,7 +150,7 @@ def prepare_directional(
     resolution_step
         Minimum Å spacing of tested resolutions below 8 Å.
     significance
-        Noise quantile of the per-direction threshold.
+        Noise quantile of the per-direction threshold (compat: rounded to float32 like Xmipp).
     sphere_radius
         Radius (voxels) of the usable sphere; default half the box.
     xmipp_compat
@@ -203,7 +203,9 @@ def prepare_directional(
         shape=shape,
         voxel_size=float(voxel_size),
         xmipp_compat=xmipp_compat,
-        significance=float(significance),
+        # Xmipp parses its double options with sscanf("%f") (xmippCore textToFloat): the
+        # significance is float32-rounded, so int(n*p) is one lower when n*0.95 is an integer.
+        significance=float(np.float32(significance)) if xmipp_compat else float(significance),
         resolution_step=float(resolution_step),
         fast=fast,
         spectrum=spectrum,
