@@ -102,6 +102,11 @@ import sys, resource, numpy as np
 sys.path.insert(0, {root!r})
 from monodir.core.directional import prepare_directional, direction_resolution
 from monodir.core.monogenic import workspace_for
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024.0
+imports_rss = rss()
 d = np.load({path!r}); v, m = d["v"], d["m"]; del d
 s = prepare_directional(v, m, 1.0, xmipp_compat={compat!r}, threads={threads})
 del v, m
@@ -114,21 +119,36 @@ open("/proc/self/clear_refs", "w").write("5")
 ws = workspace_for(s.shape, s.dtype, {threads})
 for i in (3, 40):
     direction_resolution(s, i, {threads}, workspace=ws)
-print(setup_rss, hwm())
+print(imports_rss, setup_rss, hwm())
 """
 
 
-def worker_peak_rss(vol, mask, compat: bool, threads: int) -> tuple[float, float]:
-    """Peak RSS (MiB) of a fresh process: after prepare, and while computing two directions."""
+def worker_environ() -> dict[str, str]:
+    """The environment a Dask nanny gives its worker processes (malloc trimming, 1 BLAS thread)."""
+    import dask
+    import distributed  # noqa: F401  (registers the distributed config defaults)
+
+    extra = dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {}
+    return {**os.environ, **{k: str(v) for k, v in extra.items()}}
+
+
+def worker_peak_rss(vol, mask, compat: bool, threads: int) -> tuple[float, float, float]:
+    """RSS (MiB) of a fresh worker-like process: after its imports, peak up to the end of
+    prepare, and peak while it computes two directions (imports, setup and workspace
+    included)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "map.npz")
         np.savez(path, v=vol, m=mask)
         code = _RSS_CODE.format(root=str(ROOT), path=path, compat=compat, threads=threads)
         out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=worker_environ(),
         )
-    a, b = out.stdout.split()[-2:]
-    return float(a), float(b)
+    a, b, c = out.stdout.split()[-3:]
+    return float(a), float(b), float(c)
 
 
 def kernel_rows(sizes: list[int], threads: int, jobs: int, whole_upto: int) -> list[dict]:
@@ -157,7 +177,7 @@ def kernel_rows(sizes: list[int], threads: int, jobs: int, whole_upto: int) -> l
                 t0 = time.perf_counter()
                 directional(vol, mask, 1.0, xmipp_compat=compat, threads=threads, n_jobs=jobs)
                 t_whole = time.perf_counter() - t0
-            rss_setup, rss_dirs = worker_peak_rss(vol, mask, compat, threads)
+            rss_imports, rss_setup, rss_dirs = worker_peak_rss(vol, mask, compat, threads)
             vol_mib = n**3 * 4 / 2**20
             row = {
                 "n": n,
@@ -173,7 +193,9 @@ def kernel_rows(sizes: list[int], threads: int, jobs: int, whole_upto: int) -> l
                 f"directional_{setup.n_directions}dirs_s": t_whole,
                 "worker_peak_MiB": rss_dirs,
                 "worker_peak_volumes": rss_dirs / vol_mib,
-                "after_setup_MiB": rss_setup,
+                "peak_minus_imports_volumes": (rss_dirs - rss_imports) / vol_mib,
+                "imports_MiB": rss_imports,
+                "prepare_peak_MiB": rss_setup,
             }
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
@@ -298,6 +320,7 @@ def growth_rows(rows: list[dict]) -> list[dict]:
                     "worker_peak_MiB": r["worker_peak_MiB"],
                     "peak / peak(smallest)": r["worker_peak_MiB"] / v0,
                     "volumes (n^3 float32)": r["worker_peak_volumes"],
+                    "volumes without imports": r["peak_minus_imports_volumes"],
                 }
             )
     return out

@@ -384,6 +384,7 @@ def direction_resolution(
             _gather_full(setup.noise_spectrum, basis.flat_index, setup.shape[2])
         )
         noise = ShellSweep(noise_basis, ws, slot=1)
+        del noise_basis
         noise_idx = setup.mask_indices
     else:
         noise_idx = noise_indices(setup, i)
@@ -392,6 +393,7 @@ def direction_resolution(
                 f"direction {i}: no background voxels inside its noise cone; "
                 "give half maps (input.half_maps)"
             )
+    del basis  # the sweeps hold what they need
     n_mask = setup.n_mask
     sentinel = float(setup.shape[0]) if setup.xmipp_compat else np.nan
     res = np.full(n_mask, sentinel, dtype=np.float64)

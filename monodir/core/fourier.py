@@ -3,9 +3,9 @@
 Normalisation (algorithm.md 0.1): the forward transform is divided by the number of voxels and
 the inverse is not scaled, so amplitudes are in the units of the input map.
 
-Transforms are backed by pyFFTW when it is importable (plans are built once per shape, dtype,
-kind and thread count and reused; the cache is per thread, so Dask worker threads never share a
-plan) and fall back to ``scipy.fft`` otherwise.
+Transforms are backed by pyFFTW when it is importable and fall back to ``scipy.fft``
+otherwise. The classes below keep their plans and buffers for repeated use (one instance per
+thread); the one-off whole-volume functions build a plan per call and free it.
 
 Frequency convention (algorithm.md 0.2): index ``i`` of an axis of length ``n`` maps to
 ``i/n`` when ``i <= n//2`` and ``(i-n)/n`` otherwise, so for even ``n`` the Nyquist index maps to
@@ -14,7 +14,6 @@ Frequency convention (algorithm.md 0.2): index ``i`` of an axis of length ``n`` 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 
@@ -30,7 +29,6 @@ except ImportError:  # pragma: no cover
     _builders = None
     HAVE_PYFFTW = False
 
-_local = threading.local()
 _PLANNER = "FFTW_ESTIMATE"
 
 #: Seconds spent inside FFT executions of the plans below, accumulated only while a benchmark
@@ -55,29 +53,21 @@ def set_planner_effort(effort: str) -> None:
 
 
 def _plan(kind: str, shape: tuple[int, ...], dtype: np.dtype, threads: int) -> Callable:
-    cache = getattr(_local, "plans", None)
-    if cache is None:
-        cache = _local.plans = {}
-    key = (kind, shape, np.dtype(dtype).str, threads, _PLANNER)
-    plan = cache.get(key)
-    if plan is None:
-        arr = pyfftw.empty_aligned(shape, dtype=dtype)
-        if kind == "rfftn":
-            plan = _builders.rfftn(arr, threads=threads, planner_effort=_PLANNER)
-        elif kind.startswith("irfftn"):
-            n = int(kind.split(":")[1])
-            full = (*shape[:-1], n)
-            plan = _builders.irfftn(arr, s=full, threads=threads, planner_effort=_PLANNER)
-        elif kind == "ifftn":
-            plan = _builders.ifftn(arr, threads=threads, planner_effort=_PLANNER)
-        elif kind == "fftn":
-            plan = _builders.fftn(arr, threads=threads, planner_effort=_PLANNER)
-        else:  # pragma: no cover
-            raise ValueError(kind)
-        if len(cache) > 16:
-            cache.clear()
-        cache[key] = plan
-    return plan
+    """A new pyFFTW plan with its own buffers (not cached: the one-off whole-volume transforms
+    that use it would otherwise keep two volumes alive per shape; with FFTW_ESTIMATE a plan
+    costs milliseconds, and FFTW's wisdom spares repeated measurements)."""
+    arr = pyfftw.empty_aligned(shape, dtype=dtype)
+    if kind == "rfftn":
+        return _builders.rfftn(arr, threads=threads, planner_effort=_PLANNER)
+    if kind.startswith("irfftn"):
+        n = int(kind.split(":")[1])
+        full = (*shape[:-1], n)
+        return _builders.irfftn(arr, s=full, threads=threads, planner_effort=_PLANNER)
+    if kind == "ifftn":
+        return _builders.ifftn(arr, threads=threads, planner_effort=_PLANNER)
+    if kind == "fftn":
+        return _builders.fftn(arr, threads=threads, planner_effort=_PLANNER)
+    raise ValueError(kind)  # pragma: no cover
 
 
 def aligned_empty(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
@@ -103,7 +93,7 @@ def complex_dtype(real_dtype: np.dtype | type) -> np.dtype:
 
 
 def get_plan(kind: str, shape: tuple[int, ...], dtype: np.dtype | type, threads: int = 1):
-    """The cached pyFFTW plan of this thread (``kind``: rfftn, irfftn:<nx>, fftn, ifftn).
+    """A pyFFTW plan (``kind``: rfftn, irfftn:<nx>, fftn, ifftn) with its own buffers.
 
     Use ``plan.input_array`` / ``plan.output_array`` and ``plan.execute()``: no normalisation
     is applied by ``execute``.
@@ -317,8 +307,9 @@ class PrunedLowPass:
         k_max
             Largest index (on every axis) at which the filter can be non-zero.
         factor
-            Callable ``(y_slice, x_slice) -> array`` giving the filter (times :attr:`scale`)
-            on ``h[:, y_slice, x_slice]`` for each block of :meth:`blocks`.
+            Callable ``(z_slice, y_slice, x_slice) -> array`` giving the filter (times
+            :attr:`scale`) on ``h[z_slice, y_slice, x_slice]``; called on slabs of the blocks
+            of :meth:`blocks`, so that its temporaries stay small.
         """
         ny = self.shape[1]
         k_max = int(min(max(k_max, 0), max(self.shape[1:]) // 2))
@@ -335,7 +326,9 @@ class PrunedLowPass:
         for j, (ys, xs) in enumerate(blocks):
             v = h[:, ys, xs]
             self._c2c(v, 0, True, ("z", k_max, j, True))
-            v *= factor(ys, xs)
+            for z0 in range(0, v.shape[0], 16):
+                zs = slice(z0, min(z0 + 16, v.shape[0]))
+                v[zs] *= factor(zs, ys, xs)
             self._c2c(v, 0, False, ("z", k_max, j, False))
         if len(blocks) == 2:
             cols[:, k_max + 1 : ny - k_max] = 0
@@ -419,40 +412,58 @@ class PartialInverse:
     frequency along ``axes[2]``) to each target. An inverse FFT along ``axes[2]`` of a target
     then gives the inverse 3D DFT of everything added so far. Only the lines and planes that
     hold a coefficient are transformed, so a thin shell of a cone costs a small fraction of a
-    full pass. Plans and work buffers are kept for reuse (one instance per thread).
+    full pass. The planes go through one reused buffer of ``plane_chunk`` planes per target
+    (one instance per thread).
     """
 
-    def __init__(self, shape: tuple[int, int, int], cdtype: np.dtype, threads: int = 1):
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        cdtype: np.dtype,
+        threads: int = 1,
+        n_targets: int = 2,
+        plane_chunk: int = 8,
+    ):
         self.shape = tuple(shape)
         self.cdtype = np.dtype(cdtype)
         self.threads = threads
+        self.n_targets = n_targets
+        self.plane_chunk = plane_chunk
+        self._bufs: dict = {}
         self._plans: dict = {}
 
-    def _ifft(self, a: np.ndarray, axis: int) -> np.ndarray:
-        """Unscaled inverse FFT along ``axis``, in place when pyFFTW plans it."""
+    def _slab(self, c: int, n2: int, n1: int) -> np.ndarray:
+        """Zeroed view ``(n_targets, c, n2, n1)`` of the reused plane buffer."""
+        big = self._bufs.get((n2, n1))
+        if big is None:
+            self._bufs.clear()
+            self._plans.clear()
+            big = self._bufs[(n2, n1)] = padded_empty(
+                (self.n_targets, self.plane_chunk, n2, n1), self.cdtype
+            )
+        view = big[:, :c]
+        view.fill(0)
+        return view
+
+    def _ifft_planes(self, view: np.ndarray) -> None:
+        """In-place unscaled inverse FFT along axis 2 of a view of the plane buffer."""
         if not HAVE_PYFFTW:
             from scipy import fft as sfft
 
-            return sfft.ifft(a, axis=axis, norm="forward", overwrite_x=True, workers=self.threads)
-        key = (a.shape, axis)
-        entry = self._plans.get(key)
-        if entry is None:
-            buf = padded_empty(a.shape, self.cdtype)
-            plan = pyfftw.FFTW(
-                buf,
-                buf,
-                axes=(axis,),
+            view[...] = sfft.ifft(view, axis=2, norm="forward", workers=self.threads)
+            return
+        key = view.shape
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = pyfftw.FFTW(
+                view,
+                view,
+                axes=(2,),
                 direction="FFTW_BACKWARD",
                 flags=(_PLANNER,),
                 threads=self.threads,
             )
-            if len(self._plans) > 64:
-                self._plans.clear()
-            entry = self._plans[key] = (buf, plan)
-        buf, plan = entry
-        np.copyto(buf, a)
         _execute(plan)
-        return buf
 
     def add(
         self,
@@ -460,30 +471,43 @@ class PartialInverse:
         k: tuple[np.ndarray, np.ndarray, np.ndarray],
         values: list[np.ndarray],
         axes: tuple[int, int, int],
-        plane_chunk: int = 16,
     ) -> None:
+        from scipy import fft as sfft
+
+        if len(targets) != self.n_targets or len(values) != self.n_targets:
+            raise ValueError(f"expected {self.n_targets} targets and value arrays")
         a1, a2, a3 = axes
         n1, n2 = self.shape[a1], self.shape[a2]
-        k1, k2, k3 = k[a1], k[a2], k[a3]
-        key = k3.astype(np.int64) * n2 + k2
-        line_keys, line_of = np.unique(key, return_inverse=True)
-        nb = len(values)
-        lines = np.zeros((nb, line_keys.size, n1), dtype=self.cdtype)
-        for b in range(nb):
-            lines[b, line_of, k1] = values[b]
-        lines = self._ifft(lines, 2)
-        line_plane = line_keys // n2
-        line_k2 = line_keys - line_plane * n2
-        planes, starts = np.unique(line_plane, return_index=True)
-        bounds = [*starts.tolist(), line_keys.size]
+        nb = self.n_targets
+        key = k[a3].astype(np.int64) * n2 + k[a2]
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        k1 = k[a1][order]
+        values = [v[order] for v in values]
+        plane_of = key // n2
+        planes, starts = np.unique(plane_of, return_index=True)
+        bounds = [*starts.tolist(), key.size]
         views = [np.moveaxis(t, (a3, a2, a1), (0, 1, 2)) for t in targets]
-        for c0 in range(0, planes.size, plane_chunk):
-            c1 = min(c0 + plane_chunk, planes.size)
+        chunk = self.plane_chunk
+        for c0 in range(0, planes.size, chunk):
+            c1 = min(c0 + chunk, planes.size)
             lo, hi = bounds[c0], bounds[c1]
-            slab = np.zeros((nb, c1 - c0, n2, n1), dtype=self.cdtype)
-            local = np.searchsorted(planes[c0:c1], line_plane[lo:hi])
-            slab[:, local, line_k2[lo:hi], :] = lines[:, lo:hi, :]
-            slab = self._ifft(slab, 2)
+            # pass 1: the lines (k_a3, k_a2) of this group of planes that hold coefficients
+            line_keys, line_of = np.unique(key[lo:hi], return_inverse=True)
+            lines = np.zeros((nb, line_keys.size, n1), dtype=self.cdtype)
+            for b in range(nb):
+                lines[b, line_of, k1[lo:hi]] = values[b][lo:hi]
+            if fft_clock is not None:
+                t0 = time.perf_counter()
+            lines = sfft.ifft(lines, axis=2, norm="forward", overwrite_x=True, workers=self.threads)
+            if fft_clock is not None:
+                fft_clock[0] += time.perf_counter() - t0
+            # pass 2: those planes, every line along a2
+            slab = self._slab(c1 - c0, n2, n1)
+            line_plane = line_keys // n2
+            local = np.searchsorted(planes[c0:c1], line_plane)
+            slab[:, local, line_keys - line_plane * n2, :] = lines
+            self._ifft_planes(slab)
             for j, p in enumerate(planes[c0:c1].tolist()):
                 for b in range(nb):
                     view = views[b][p]

@@ -164,9 +164,9 @@ class AmplitudeWorkspace:
         """Low-pass ``acc`` in place (:func:`low_pass`, pruned beyond ``f_l``)."""
         scale = self._lp.scale
 
-        def factor(ys: slice, xs: slice) -> np.ndarray:
+        def factor(zs: slice, ys: slice, xs: slice) -> np.ndarray:
             fz, fy, fx = self._freq
-            r = np.sqrt(fz * fz + fy[:, ys] ** 2 + fx[:, :, xs] ** 2).astype(self.dtype)
+            r = np.sqrt(fz[zs] ** 2 + fy[:, ys] ** 2 + fx[:, :, xs] ** 2).astype(self.dtype)
             out = low_pass(r, f, f_l, nan_at_zero_width=nan_at_zero_width)
             out *= scale
             return out
@@ -335,10 +335,10 @@ class ShellSweep:
     def __init__(self, basis: SpectralBasis, ws: AmplitudeWorkspace, slot: int = 0):
         if basis.flat_index is None:
             raise ValueError("ShellSweep needs a sparse basis (flat_index)")
-        self.basis, self.ws = basis, ws
-        self.k = tuple(
-            a.astype(np.intp, copy=False) for a in np.unravel_index(basis.flat_index, ws.shape)
-        )
+        self.ws = ws
+        self.radius = basis.radius  # the sweep keeps only what it needs of the basis
+        index_type = np.int16 if max(ws.shape) <= np.iinfo(np.int16).max else np.int32
+        self.k = tuple(a.astype(index_type) for a in np.unravel_index(basis.flat_index, ws.shape))
         g = 1.0 if basis.g is None else basis.g
         self.c1 = (basis.spectrum * (g + basis.hx)).astype(ws.cdtype, copy=False)
         self.c2 = (basis.spectrum * (basis.hz - 1j * basis.hy)).astype(ws.cdtype, copy=False)
@@ -358,7 +358,7 @@ class ShellSweep:
     ) -> np.ndarray:
         """Monogenic amplitude at frequency ``f`` (as :meth:`AmplitudeWorkspace.amplitude`)."""
         ws = self.ws
-        w = high_pass(self.basis.radius, f, f_h).astype(ws.dtype, copy=False)
+        w = high_pass(self.radius, f, f_h).astype(ws.dtype, copy=False)
         delta = w if self.weights is None else w - self.weights
         self.weights = w
         sel = np.flatnonzero(delta)
