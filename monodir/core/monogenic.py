@@ -309,6 +309,11 @@ def workspace_for(shape: tuple[int, int, int], dtype: type, threads: int = 1) ->
     return cached[1]
 
 
+def release_workspace() -> None:
+    """Free this thread's workspace (:func:`workspace_for`), e.g. once its directions are done."""
+    _local.workspace = None
+
+
 class ShellSweep:
     """Monogenic amplitudes of one sparse basis at increasing frequencies, shell by shell.
 

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from monodir.core.monogenic import release_workspace
 from monodir.io.store import RunStore, array_digest, read_block, write_direction_row
 
 __all__ = [
@@ -257,6 +258,7 @@ def reduce_blocks(n_mask: int, block: int) -> list[tuple[int, int]]:
 
 def reduce_task(setup: Any, start: int, stop: int, opts: TaskOptions) -> dict[str, Any]:
     """Per-voxel summaries of mask voxels ``start:stop`` (block read from the store)."""
+    release_workspace()  # the directions are done: free their FFT buffers on this worker
     block = read_block(opts.store, start, stop)
     part = kernel("voxel_summaries", opts.kernels)(setup, block, int(start))
     return part
@@ -273,6 +275,7 @@ def finalize_task(
 
     ``after`` only orders this task after MonoRes (whose map it reads from the store).
     """
+    release_workspace()
     order = np.argsort(np.asarray(starts), kind="stable")
     ordered = [parts[i] for i in order]
     store = RunStore.open(opts.store)
