@@ -13,6 +13,11 @@ transforms of the half spectrum give.
 
 The coefficients that can be non-zero are stored compactly (``flat_index``): for a directional
 cone that is a few percent of Fourier space, which makes building the two complex spectra cheap.
+
+Two ways to evaluate it: :meth:`AmplitudeWorkspace.amplitude` transforms the whole grid at each
+call (MonoRes); :class:`ShellSweep` follows one sparse basis through an increasing frequency
+sweep with pruned transforms, updated shell by shell (the directional pass; see
+docs/performance.md). Both low-pass with :class:`monodir.core.fourier.PrunedLowPass`.
 """
 
 from __future__ import annotations
