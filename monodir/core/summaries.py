@@ -15,6 +15,14 @@ Default mode versus ``xmipp_compat=True``:
 * preferred-direction sums in floating point (Q10: Xmipp truncates every addition to an integer;
   NaN for directions never preferred is reported as 0 count and NaN mean in both modes).
 
+In ``xmipp_compat`` mode the summaries repeat Xmipp's arithmetic step by step, so that
+``thresholds.xmd``, ``hist_prefdir.xmd`` and ``Radial_averages.xmd`` come out equal to Xmipp's
+at their printed precision: resolutions as the doubles ``float32(voxel size) / f`` (Xmipp parses
+``--sampling_rate`` as a float), the outlier cut with Xmipp's approximate inverse normal CDF
+(Abramowitz & Stegun 26.2.23), distances and sums in Xmipp's order, radial/tangential angles
+from ``(d . p) * (1/|p|)`` and libm ``acos`` compared in radians (exact 45-degree ties), shell
+sums in scan order, NaN shell standard deviations skipped in the z-score (-1 when all are NaN).
+
 The anisotropy index (not in Xmipp) is ``(p83 - p17) / (p83 + p17)`` over the voxel's
 directional resolutions, i.e. Xmipp's ``doa`` (half the 17-83 % range, Å) divided by the middle
 of that range: dimensionless, 0 for a voxel resolved equally in every direction, approaching 1
@@ -24,6 +32,8 @@ frequency even in isotropic maps.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -43,17 +53,159 @@ VOXEL_MAPS = ("highest", "lowest", "doa", "mean_doa", "radial", "azimuthal", "an
 
 
 def _z_sig(p: float) -> float:
-    from scipy.stats import norm
+    from scipy.special import ndtri  # the standard normal quantile (scipy.stats' norm.ppf)
 
-    return float(norm.ppf(p))
+    return float(ndtri(p))
+
+
+# --------------------------------------------------------------------------- xmipp_compat
+# Xmipp's summaries reproduced operation by operation (algorithm.md 2.10-2.12) so that its
+# tables come out equal at their printed precision: resolutions as the doubles
+# float32(voxel size) / f that Xmipp stores, sums accumulated in Xmipp's order, angles compared
+# in radians with libm's acos, NaN standard deviations kept as NaN.
+
+
+def xmipp_icdf_gauss(p: float) -> float:
+    """Xmipp's inverse normal CDF: the rational approximation of Abramowitz & Stegun 26.2.23.
+
+    Accurate to ~4.5e-4 (1.64521 instead of 1.64485 at 0.95); the outlier cut uses it.
+    """
+    q = p if p < 0.5 else 1.0 - p
+    t = math.sqrt(-2.0 * math.log(q))
+    num = (0.010328 * t + 0.802853) * t + 2.515517
+    den = ((0.001308 * t + 0.189269) * t + 1.432788) * t + 1.0
+    z = t - num / den
+    return -z if p < 0.5 else z
+
+
+def xmipp_trig_products(angles: np.ndarray) -> np.ndarray:
+    """Direction vectors ``(D, 3)`` computed as Xmipp does (``sin(tilt*PI/180)*cos(rot*PI/180)``
+    ... with libm), bit for bit."""
+    out = np.empty((len(angles), 3), dtype=np.float64)
+    for d, (rot, tilt) in enumerate(np.asarray(angles, dtype=np.float64).tolist()):
+        out[d, 0] = math.sin(tilt * math.pi / 180) * math.cos(rot * math.pi / 180)
+        out[d, 1] = math.sin(tilt * math.pi / 180) * math.sin(rot * math.pi / 180)
+        out[d, 2] = math.cos(tilt * math.pi / 180)
+    return out
+
+
+def xmipp_resolution_values(setup, block: np.ndarray) -> np.ndarray:
+    """The doubles Xmipp holds for a (float32) block of the compat resolution matrix.
+
+    Xmipp parses ``--sampling_rate`` as a float and stores ``sampling / f`` in double; every
+    matrix entry is one of those sweep values or the sentinel ``N``, all far apart, so each
+    float32 entry maps to exactly one of them. Entries <= 0 are kept.
+    """
+    s32 = float(np.float32(setup.voxel_size))
+    exact = np.array([s32 / st.freq for st in setup.steps] + [float(setup.shape[0])])
+    approx = np.array([st.resolution for st in setup.steps] + [float(setup.shape[0])])
+    order = np.argsort(approx)
+    approx, exact = approx[order], exact[order]
+    vals = np.asarray(block, dtype=np.float64)
+    if approx.size == 1:
+        k = np.zeros(vals.shape, dtype=np.int64)
+    else:
+        pos = np.clip(np.searchsorted(approx, vals), 1, approx.size - 1)
+        left = approx[pos - 1]
+        right = approx[pos]
+        k = np.where(np.abs(vals - left) <= np.abs(vals - right), pos - 1, pos)
+    out = np.where(vals > 0, exact[k], vals)
+    if np.any((vals > 0) & (np.abs(vals - approx[k]) > 1e-5 * approx[k])):
+        raise ValueError("compat resolution matrix holds a value outside the sweep")
+    return out
+
+
+def _xmipp_neighbours(trig: np.ndarray, max_angle: float) -> list[list[int]]:
+    d = trig.shape[0]
+    out = []
+    for i in range(d):
+        x1, y1, z1 = trig[i].tolist()
+        row = []
+        for j in range(d):
+            if i == j:
+                continue
+            x2, y2, z2 = trig[j].tolist()
+            c = x1 * x2 + y1 * y2 + z1 * z2
+            if -1.0 <= c <= 1.0 and (180 / math.pi) * math.acos(c) < max_angle:
+                row.append(j)
+        out.append(row)
+    return out
+
+
+def _remove_outliers_xmipp(res: np.ndarray, trig: np.ndarray, significance: float) -> np.ndarray:
+    """``removeOutliers`` (algorithm.md 2.10) in Xmipp's arithmetic, vectorised over voxels.
+
+    ``res`` is ``(D, nb)`` float64 (modified in place and returned). Sums run in Xmipp's order
+    (direction ``i``, then its neighbours ``j`` ascending); a negative variance gives a NaN cut
+    (no direction is then dropped by the cut, only by the ``sum <= 1`` clause).
+    """
+    nbrs = _xmipp_neighbours(trig, NEIGHBOUR_ANGLE)
+    valid = res > 0
+    nb = res.shape[1]
+    total = np.zeros(nb)
+    total2 = np.zeros(nb)
+    counter = np.zeros(nb)
+    sum_i = np.zeros_like(res)
+    cnt_i = np.zeros_like(res)
+    for i, js in enumerate(nbrs):
+        x1, y1, z1 = trig[i].tolist()
+        ri = res[i]
+        ax, ay, az = ri * x1, ri * y1, ri * z1
+        for j in js:
+            ok = valid[i] & valid[j]
+            rj = res[j]
+            dx = ax - trig[j, 0] * rj
+            dy = ay - trig[j, 1] * rj
+            dz = az - trig[j, 2] * rj
+            dist = np.where(ok, np.sqrt(dx * dx + dy * dy + dz * dz), 0.0)
+            sum_i[i] += dist
+            cnt_i[i] += ok
+            total += dist
+            counter += ok
+            total2 += dist * dist
+    z = xmipp_icdf_gauss(significance)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / counter
+        var = total2 / counter - mean * mean
+        cut = mean + z * np.sqrt(var)
+        avg_i = sum_i / cnt_i
+    bad = (sum_i > 0) & ((avg_i > cut[None, :]) | (sum_i <= 1))
+    res[bad] = -1.0
+    return res
+
+
+def _acos_libm(x: np.ndarray, near: tuple[float, ...]) -> np.ndarray:
+    """``arccos`` with the entries within 1e-9 of a value in ``near`` recomputed by libm
+    (``math.acos``, as Xmipp's C++), so that exact ties classify as in Xmipp."""
+    with np.errstate(invalid="ignore"):
+        out = np.arccos(x)
+    close = np.zeros(out.shape, dtype=bool)
+    for v in near:
+        close |= np.abs(out - v) < 1e-9
+    idx = np.flatnonzero(close)
+    if idx.size:
+        flat = out.reshape(-1)
+        src = x.reshape(-1)
+        for t in idx.tolist():
+            flat[t] = math.acos(float(src[t]))
+    return out
 
 
 def remove_outliers(
-    block: np.ndarray, directions: np.ndarray, significance: float, *, xmipp_compat: bool
+    block: np.ndarray,
+    directions: np.ndarray,
+    significance: float,
+    *,
+    xmipp_compat: bool,
+    chunk: int = 4096,
 ) -> np.ndarray:
     """Mark directional outliers per voxel; returns a copy with rejected entries set to -1.
 
-    ``block`` is ``(D, nb)``; entries ``<= 0`` (or NaN) are already invalid.
+    ``block`` is ``(D, nb)``; entries ``<= 0`` (or NaN) are already invalid. (With
+    ``xmipp_compat`` this is Xmipp's rule in our arithmetic; :func:`voxel_summaries` in compat
+    mode uses :func:`_remove_outliers_xmipp`, Xmipp's arithmetic.) The neighbour table is built
+    once; voxels are processed in chunks of ``chunk`` so that the per-pair temporaries stay in
+    cache.
     """
     res = np.array(block, dtype=np.float64, copy=True)
     res[~(res > 0)] = -1.0
@@ -64,27 +216,39 @@ def remove_outliers(
     dots = np.einsum("pk,pk->p", directions[i], directions[j])
     if not xmipp_compat:
         dots = np.abs(dots)
-    ri, rj = res[i], res[j]
-    valid = (ri > 0) & (rj > 0)
-    e2 = ri * ri + rj * rj - 2.0 * ri * rj * dots[:, None]
-    e = np.sqrt(np.maximum(e2, 0.0))
-    e = np.where(valid, e, 0.0)
-    cnt = valid.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = e.sum(axis=0) / cnt
-        var = (e * e).sum(axis=0) / cnt - mean * mean
-    cut = mean + _z_sig(significance) * np.sqrt(np.maximum(var, 0.0))
-    sum_i = np.zeros_like(res)
-    cnt_i = np.zeros(res.shape, dtype=np.int64)
-    np.add.at(sum_i, i, e)
-    np.add.at(cnt_i, i, valid.astype(np.int64))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        avg_i = sum_i / cnt_i
-    bad = (sum_i > 0) & (avg_i > cut[None, :])
-    if xmipp_compat:
-        bad |= (sum_i > 0) & (sum_i <= 1.0)
-    bad &= res > 0
-    res[bad] = -1.0
+    # neighbour table: row d lists the pairs (i == d) in pair order, padded with a zero row
+    n_dir = res.shape[0]
+    degree = np.bincount(i, minlength=n_dir)
+    first = np.concatenate([[0], np.cumsum(degree)[:-1]])
+    table = np.full((n_dir, max(int(degree.max()), 1)), i.size, dtype=np.int64)
+    for d in range(n_dir):
+        table[d, : degree[d]] = np.arange(first[d], first[d] + degree[d])
+    z = _z_sig(significance)
+    for a in range(0, res.shape[1], chunk):
+        r = res[:, a : a + chunk]
+        ri, rj = r[i], r[j]
+        valid = (ri > 0) & (rj > 0)
+        e2 = ri * ri + rj * rj - 2.0 * ri * rj * dots[:, None]
+        e = np.where(valid, np.sqrt(np.maximum(e2, 0.0)), 0.0)
+        cnt = valid.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = e.sum(axis=0) / cnt
+            var = (e * e).sum(axis=0) / cnt - mean * mean
+        cut = mean + z * np.sqrt(np.maximum(var, 0.0))
+        e_pad = np.vstack([e, np.zeros((1, e.shape[1]))])
+        v_pad = np.vstack([valid, np.zeros((1, e.shape[1]), dtype=bool)])
+        sum_i = np.zeros_like(r)
+        cnt_i = np.zeros(r.shape, dtype=np.int64)
+        for c in range(table.shape[1]):  # sums in pair order, as the pairs are listed
+            sum_i += e_pad[table[:, c]]
+            cnt_i += v_pad[table[:, c]]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            avg_i = sum_i / cnt_i
+        bad = (sum_i > 0) & (avg_i > cut[None, :])
+        if xmipp_compat:
+            bad |= (sum_i > 0) & (sum_i <= 1.0)
+        bad &= r > 0
+        r[bad] = -1.0
     return res
 
 
@@ -113,7 +277,13 @@ def voxel_summaries(setup, block: np.ndarray, start: int) -> dict:
     """
     compat = setup.xmipp_compat
     dirs = setup.directions
-    res = remove_outliers(block, dirs, setup.significance, xmipp_compat=compat)
+    if compat:
+        dirs = xmipp_trig_products(setup.angles)
+        res = _remove_outliers_xmipp(
+            xmipp_resolution_values(setup, block), dirs, setup.significance
+        )
+    else:
+        res = remove_outliers(block, dirs, setup.significance, xmipp_compat=compat)
     valid = res > 0
     n = valid.sum(axis=0)
     srt = np.sort(np.where(valid, res, np.inf), axis=0)
@@ -137,28 +307,27 @@ def voxel_summaries(setup, block: np.ndarray, start: int) -> dict:
     x = (kx - shape[2] // 2).astype(np.float64)
     y = (ky - shape[1] // 2).astype(np.float64)
     z = (kz - shape[0] // 2).astype(np.float64)
-    norm_p = np.sqrt(x * x + y * y + z * z)
-    if compat:
-        dotp = np.outer(dirs[:, 0], y) + np.outer(dirs[:, 1], x) + np.outer(dirs[:, 2], z)
-    else:
-        dotp = np.outer(dirs[:, 0], x) + np.outer(dirs[:, 1], y) + np.outer(dirs[:, 2], z)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ang = np.degrees(np.arccos(np.abs(dotp) / norm_p[None, :]))
-    rad_sel = valid & (ang <= RADIAL_ANGLE)
-    tan_sel = valid & (ang >= TANGENTIAL_ANGLE)
     resv = np.where(valid, res, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        radial = (resv * rad_sel).sum(axis=0) / rad_sel.sum(axis=0)
-        azimuthal = (resv * tan_sel).sum(axis=0) / tan_sel.sum(axis=0)
-    radial = np.where(rad_sel.any(axis=0), radial, mean_doa)
-    azimuthal = np.where(tan_sel.any(axis=0), azimuthal, mean_doa)
-
-    # preferred directions
-    pref = valid & (np.abs(res - highest[None, :]) <= PREFERRED_TOLERANCE)
-    pref_count = pref.sum(axis=1).astype(np.int64)
     if compat:
-        pref_sum = np.where(pref, np.floor(resv), 0.0).sum(axis=1)
+        radial, azimuthal, pref_count, pref_sum = _radial_pref_xmipp(
+            res, valid, highest, mean_doa, dirs, x, y, z
+        )
     else:
+        norm_p = np.sqrt(x * x + y * y + z * z)
+        dotp = np.outer(dirs[:, 0], x) + np.outer(dirs[:, 1], y) + np.outer(dirs[:, 2], z)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ang = np.degrees(np.arccos(np.abs(dotp) / norm_p[None, :]))
+        rad_sel = valid & (ang <= RADIAL_ANGLE)
+        tan_sel = valid & (ang >= TANGENTIAL_ANGLE)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            radial = (resv * rad_sel).sum(axis=0) / rad_sel.sum(axis=0)
+            azimuthal = (resv * tan_sel).sum(axis=0) / tan_sel.sum(axis=0)
+        radial = np.where(rad_sel.any(axis=0), radial, mean_doa)
+        azimuthal = np.where(tan_sel.any(axis=0), azimuthal, mean_doa)
+
+        # preferred directions
+        pref = valid & (np.abs(res - highest[None, :]) <= PREFERRED_TOLERANCE)
+        pref_count = pref.sum(axis=1).astype(np.int64)
         pref_sum = np.where(pref, resv, 0.0).sum(axis=1)
     return {
         "start": start,
@@ -174,6 +343,45 @@ def voxel_summaries(setup, block: np.ndarray, start: int) -> dict:
         "dir_sum": resv.sum(axis=1),
         "dir_count": valid.sum(axis=1).astype(np.int64),
     }
+
+
+def _radial_pref_xmipp(res, valid, highest, mean_doa, trig, x, y, z):
+    """Radial/tangential means and preferred-direction sums as ``radialAzimuthalResolution``.
+
+    Position ``(i, j, k) = (y, x, z)`` against ``(d_x, d_y, d_z)`` (quirk Q2), cosine as
+    ``(x*i + y*j + z*k) * (1/|p|)``, angle by libm ``acos`` compared in radians with
+    ``45*PI/180`` and ``70*PI/180``; sums in direction order. Preferred: ``highest`` strictly
+    within 0.1 Å of the direction's value; Xmipp's ``int`` accumulator truncates ``acc + res``
+    at each addition, which equals ``acc + floor(res)`` unless ``res`` lies within the rounding
+    of ``acc`` (~1e-10) below an integer (no sweep value does: they are ``s/f`` with ``s`` a
+    float32).
+    """
+    d, nb = res.shape
+    rad_angle = 45 * math.pi / 180
+    az_angle = 70 * math.pi / 180
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = 1 / np.sqrt(y * y + x * x + z * z)
+        dot = (np.outer(trig[:, 0], y) + np.outer(trig[:, 1], x) + np.outer(trig[:, 2], z)) * inv
+    arc = _acos_libm(np.abs(dot), (rad_angle, az_angle))
+    with np.errstate(invalid="ignore"):
+        rad_sel = valid & (arc <= rad_angle)
+        tan_sel = valid & (arc >= az_angle)
+    rsum = np.zeros(nb)
+    tsum = np.zeros(nb)
+    for ii in range(d):
+        rsum += np.where(rad_sel[ii], res[ii], 0.0)
+        tsum += np.where(tan_sel[ii], res[ii], 0.0)
+    rcnt = rad_sel.sum(axis=0)
+    tcnt = tan_sel.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        radial = np.where(rcnt >= 1, rsum / rcnt, mean_doa)
+        azimuthal = np.where(tcnt >= 1, tsum / tcnt, mean_doa)
+    with np.errstate(invalid="ignore"):
+        pref = valid & (highest[None, :] > res - 0.1) & (highest[None, :] < res + 0.1)
+    pref_count = pref.sum(axis=1).astype(np.int64)
+    vals = np.where(pref, res, 0.0)
+    pref_sum = np.floor(vals).sum(axis=1)
+    return radial, azimuthal, pref_count, pref_sum
 
 
 def fit_axis(directions: np.ndarray, means: np.ndarray) -> tuple[np.ndarray, float]:
@@ -267,6 +475,69 @@ def radial_averages_and_zscore(
     return {k: np.asarray(v) for k, v in table.items()}, zmap
 
 
+def _radial_averages_xmipp(
+    maps: dict[str, np.ndarray], in_mask: np.ndarray, monores_map: np.ndarray | None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``radialAverageInMask`` (algorithm.md 2.12) in Xmipp's arithmetic.
+
+    Shell sums run over the mask voxels in C order (sequential sums, as Xmipp's loop), the
+    standard deviation is ``sqrt(sum2/N - mean^2)`` (NaN when rounding makes it negative; the
+    lowest map adds 0.001 inside the root), and the z-score of a voxel is written by every
+    shell holding it whose radial mean is > 0, the later shell overwriting: the maximum of
+    ``|v - mean|/std + 0.002`` over radial, azimuthal, highest and MonoRes, NaN terms skipped
+    (-1 when all are NaN), capped at 5.
+    """
+    shape = in_mask.shape
+    n = shape[2]
+    r = np.sqrt(radius2(shape).astype(np.float64))[in_mask]
+    mono = monores_map if monores_map is not None else np.zeros(shape)
+    names = ("radial", "azimuthal", "highest", "lowest", "monores")
+    vals = {
+        k: np.asarray((maps[k] if k != "monores" else mono)[in_mask], dtype=np.float64)
+        for k in names
+    }
+    table: dict[str, list] = {"radius": []}
+    for k in names:
+        table[f"{k}_mean"] = []
+        table[f"{k}_std"] = []
+    zscore = np.zeros(r.size)
+    kk = 1
+    while kk < n * 0.5:
+        sel = np.flatnonzero((r < kk + 1) & (r >= kk - 1))
+        cnt = float(sel.size)
+        if sel.size:
+            sums = {k: float(np.cumsum(vals[k][sel])[-1]) for k in names}
+            sums2 = {k: float(np.cumsum(vals[k][sel] * vals[k][sel])[-1]) for k in names}
+        else:
+            sums = dict.fromkeys(names, 0.0)
+            sums2 = sums
+        if any(sums[k] > 0 for k in names):
+            mean = {k: sums[k] / cnt for k in names}
+            std = {}
+            with np.errstate(invalid="ignore"):
+                for k in names:
+                    var = sums2[k] / cnt - mean[k] * mean[k]
+                    if k == "lowest":
+                        var = var + 0.001
+                    std[k] = float(np.sqrt(var)) if var >= 0 else float("nan")
+            table["radius"].append(kk)
+            for k in names:
+                table[f"{k}_mean"].append(mean[k])
+                table[f"{k}_std"].append(std[k])
+            if mean["radial"] > 0:
+                lastz = np.full(sel.size, -1.0)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    for k in ("radial", "azimuthal", "highest", "monores"):
+                        aux = np.abs((vals[k][sel] - mean[k]) / std[k]) + 0.002
+                        lastz = np.where(aux > lastz, aux, lastz)
+                lastz = np.where(lastz > 5.0, 5.0, lastz)
+                zscore[sel] = lastz
+        kk += 1
+    zmap = np.zeros(shape)
+    zmap[in_mask] = zscore
+    return {k: np.asarray(v) for k, v in table.items()}, zmap
+
+
 def finalize_directional(
     setup, parts: list[dict], monores_map: np.ndarray | None = None
 ) -> DirectionalResult:
@@ -288,7 +559,10 @@ def finalize_directional(
         "radial_p90": percentile(radial_vals, 0.9) if radial_vals.size else float("nan"),
         "azimuthal_p90": percentile(az_vals, 0.9) if az_vals.size else float("nan"),
     }
-    table, zmap = radial_averages_and_zscore(maps, in_mask, monores_map)
+    if setup.xmipp_compat:
+        table, zmap = _radial_averages_xmipp(maps, in_mask, monores_map)
+    else:
+        table, zmap = radial_averages_and_zscore(maps, in_mask, monores_map)
     maps["zscore"] = zmap
     pref_count = np.sum([p["pref_count"] for p in parts], axis=0)
     pref_sum = np.sum([p["pref_sum"] for p in parts], axis=0)
