@@ -440,9 +440,31 @@ def direction_resolution(
     return res.astype(np.float32)
 
 
-def _direction_rows(setup: DirectionalSetup, indices: list[int], threads: int) -> np.ndarray:
-    ws = AmplitudeWorkspace(setup.shape, setup.dtype, threads)
-    return np.stack([direction_resolution(setup, i, threads, workspace=ws) for i in indices])
+_POOL_SETUP: DirectionalSetup | None = None
+
+
+def _pool_init(setup: DirectionalSetup) -> None:
+    """Worker-process initialiser: the setup is shipped once per process."""
+    global _POOL_SETUP
+    _POOL_SETUP = setup
+
+
+def _pool_direction(i: int, threads: int) -> tuple[int, np.ndarray]:
+    return i, direction_resolution(_POOL_SETUP, i, threads)
+
+
+def _distinct_directions(setup: DirectionalSetup) -> tuple[list[int], dict[int, int]]:
+    """Indices to compute and, for repeated rows (compat fast set: +z twice), their source."""
+    first: dict[tuple[float, float], int] = {}
+    todo, copies = [], {}
+    for i, (rot, tilt) in enumerate(np.asarray(setup.angles, dtype=np.float64).tolist()):
+        key = (rot, tilt)
+        if key in first:
+            copies[i] = first[key]
+        else:
+            first[key] = i
+            todo.append(i)
+    return todo, copies
 
 
 def resolution_matrix(
@@ -451,29 +473,41 @@ def resolution_matrix(
     """``(D, n_mask)`` float32 matrix of every direction, in-process or over local processes.
 
     ``n_jobs > 1`` spreads the directions over that many local processes (each with
-    ``threads`` FFT threads); results are identical to the sequential loop.
+    ``threads`` FFT threads), one direction at a time as processes free up; results are
+    identical to the sequential loop. A direction listed twice (Xmipp's fast set) is computed
+    once.
     """
     d = setup.n_directions
     matrix = np.empty((d, setup.n_mask), dtype=np.float32)
+    todo, copies = _distinct_directions(setup)
+    done = 0
+
+    def finished(i: int, row: np.ndarray) -> None:
+        nonlocal done
+        matrix[i] = row
+        done += 1 + sum(1 for src in copies.values() if src == i)
+        if progress is not None:
+            progress(done, d)
+
     if n_jobs <= 1:
         ws = AmplitudeWorkspace(setup.shape, setup.dtype, threads)
-        for i in range(d):
-            matrix[i] = direction_resolution(setup, i, threads, workspace=ws)
-            if progress is not None:
-                progress(i + 1, d)
-        return matrix
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+        for i in todo:
+            finished(i, direction_resolution(setup, i, threads, workspace=ws))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    groups = [list(range(k, d, n_jobs)) for k in range(n_jobs)]
-    done = 0
-    with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(_direction_rows, setup, g, threads): g for g in groups if g}
-        for fut in as_completed(futures):
-            matrix[futures[fut]] = fut.result()
-            done += len(futures[fut])
-            if progress is not None:
-                progress(done, d)
+        with ProcessPoolExecutor(
+            n_jobs,
+            mp_context=mp.get_context("spawn"),
+            initializer=_pool_init,
+            initargs=(setup,),
+        ) as pool:
+            futures = [pool.submit(_pool_direction, i, threads) for i in todo]
+            for fut in as_completed(futures):
+                finished(*fut.result())
+    for i, src in copies.items():
+        matrix[i] = matrix[src]
     return matrix
 
 
