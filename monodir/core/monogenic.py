@@ -163,7 +163,7 @@ class AmplitudeWorkspace:
         self._lp = fourier.PrunedLowPass(self.shape, self.dtype, threads)
         self.acc = self._lp.x
         self._freq = fourier.half_grid(self.shape, np.float64)
-        self._filled: np.ndarray | None = None
+        self._filled: tuple[np.ndarray, np.ndarray] | None = None
 
     def _low_pass(self, f: float, f_l: float, nan_at_zero_width: bool) -> np.ndarray:
         """Low-pass ``acc`` in place (:func:`low_pass`, pruned beyond ``f_l``)."""
@@ -205,16 +205,23 @@ class AmplitudeWorkspace:
         return t
 
     def _load(self, index: np.ndarray | None, values: np.ndarray) -> None:
+        """Fill the inverse transform's (padded) input: everything, or ``values`` at the flat
+        indices ``index`` with zeros elsewhere."""
         if index is None:
             self.zin[...] = values
             self._filled = None
             return
+        memory = fourier.flat_memory(self.zin)
         if self._filled is None:
             self.zin[...] = 0
-        elif self._filled is not index and not np.array_equal(self._filled, index):
-            self.zin.reshape(-1)[self._filled] = 0
-        self.zin.reshape(-1)[index] = values
-        self._filled = index
+        elif self._filled[0] is not index and not np.array_equal(self._filled[0], index):
+            memory[self._filled[1]] = 0
+        else:
+            memory[self._filled[1]] = values
+            return
+        where = fourier.memory_index(index, self.zin)
+        memory[where] = values
+        self._filled = (index, where)
 
     def _accumulate(self, first: bool) -> None:
         """Add ``|IFFT(zin)|^2`` to ``acc`` (``first``: replace it)."""
