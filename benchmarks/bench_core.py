@@ -102,6 +102,7 @@ import sys, resource, numpy as np
 sys.path.insert(0, {root!r})
 from monodir.core.directional import prepare_directional, direction_resolution
 from monodir.core.monogenic import workspace_for
+from monodir.pipeline.graph import tune_worker_malloc
 def rss():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS"):
@@ -116,6 +117,7 @@ def hwm():
             return int(line.split()[1]) / 1024.0
 setup_rss = hwm()
 open("/proc/self/clear_refs", "w").write("5")
+tune_worker_malloc()  # as the worker's first cone task does
 ws = workspace_for(s.shape, s.dtype, {threads})
 for i in (3, 40):
     direction_resolution(s, i, {threads}, workspace=ws)

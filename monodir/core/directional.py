@@ -301,9 +301,11 @@ def cone_basis(setup: DirectionalSetup, i: int) -> SpectralBasis:
     interior = cone.copy()
     interior[:, :, planes] = False
     kz, ky, kx = np.nonzero(interior)
-    r, hx, hy, hz = _riesz_at(kz, ky, kx, shape, compat)
+    del interior
+    # factors in the working precision at once: the cone holds ~1e6 coefficients at 256^3
+    r, hx, hy, hz = (a.astype(dtype) for a in _riesz_at(kz, ky, kx, shape, compat))
     flat = [kz * ny * nx + ky * nx + kx, ((-kz) % nz) * ny * nx + ((-ky) % ny) * nx + (nx - kx)]
-    g = [np.ones(kz.size), np.ones(kz.size)]
+    g = [np.ones(kz.size, dtype=dtype), np.ones(kz.size, dtype=dtype)]
     hs = [(hx, hy, hz), (-hx, -hy, -hz)]
     rad = [r, r]
     spec = [setup.spectrum[kz, ky, kx], np.conj(setup.spectrum[kz, ky, kx])]
@@ -335,7 +337,7 @@ def cone_basis(setup: DirectionalSetup, i: int) -> SpectralBasis:
     )
 
 
-def noise_indices(setup: DirectionalSetup, i: int, chunk: int = 1 << 20) -> np.ndarray:
+def noise_indices(setup: DirectionalSetup, i: int, chunk: int = 1 << 17) -> np.ndarray:
     """Background voxels inside the 45-degree real-space double cone about direction ``i``.
 
     Computed in chunks of candidates to keep temporaries small.

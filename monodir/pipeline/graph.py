@@ -232,8 +232,39 @@ def setup_info(setup: Any) -> dict[str, Any]:
     }
 
 
+#: glibc ``mallopt`` parameter number of M_MMAP_THRESHOLD.
+_M_MMAP_THRESHOLD = -3
+#: Allocations below this size come from the heap in cone tasks (see :func:`tune_worker_malloc`).
+WORKER_MMAP_THRESHOLD = 4 << 20
+_malloc_tuned = False
+
+
+def tune_worker_malloc() -> bool:
+    """Let this worker process serve mid-size temporaries from the heap (glibc only).
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_`` set, which also freezes glibc's
+    mmap threshold at 128 KiB: every temporary above that is then mapped and unmapped again,
+    and its pages faulted in anew, at each (direction, frequency) step. That cost 17 % per step
+    at 100^3 and 20 % at 256^3 here; a 4 MiB threshold removes most of it without raising the
+    worker's peak memory (measured at 256^3: 11.93 -> 11.99 volumes). Returns whether it was
+    applied.
+    """
+    global _malloc_tuned
+    if _malloc_tuned:
+        return True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        _malloc_tuned = bool(libc.mallopt(_M_MMAP_THRESHOLD, WORKER_MMAP_THRESHOLD))
+    except (OSError, AttributeError):
+        _malloc_tuned = False
+    return _malloc_tuned
+
+
 def cone_task(setup: Any, indices: Sequence[int], opts: TaskOptions) -> dict[str, Any]:
     """Compute directions ``indices``; write each row into the store, then mark it done."""
+    tune_worker_malloc()
     direction_resolution = kernel("direction_resolution", opts.kernels)
     threads = task_threads(opts.threads)
     t0 = time.perf_counter()
