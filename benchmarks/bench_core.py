@@ -227,20 +227,12 @@ def _run_config(case: str, fast: bool, compat: bool, out: Path, workers: int) ->
 
 def whole_run(case: str, fast: bool, compat: bool, workers: int) -> float:
     """Wall time of ``python -m monodir run`` (cluster start, I/O and reports included)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_pipeline import run_one
+
     with tempfile.TemporaryDirectory() as tmp:
         cfg = _run_config(case, fast, compat, Path(tmp) / "run", workers)
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-m", "monodir", "-q", "run", str(cfg)],
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"monodir run failed on {case}:\n{proc.stderr}")
-    return wall
+        return run_one(case, cfg)["wall"]
 
 
 def reference_rows(jobs: int, runs: bool) -> list[dict]:
