@@ -221,6 +221,7 @@ class RealFilter:
     spectrum ``h``, multiplies ``h`` by ``factor`` (half grid) and transforms back into ``x``,
     which it returns. ``factor`` must include the forward normalisation :attr:`scale`. Only one
     real volume and one half spectrum are held (the inverse transform overwrites ``h``).
+    The kernels use :class:`PrunedLowPass`; this dense version is the benchmarks' reference.
     """
 
     def __init__(self, shape: tuple[int, int, int], dtype: np.dtype, threads: int = 1):

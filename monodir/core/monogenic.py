@@ -331,7 +331,7 @@ class ShellSweep:
 
     Between two tested frequencies of a sweep the high-pass filter changes only on a thin shell
     of radii. The two packed inverse transforms are therefore carried from one frequency to
-    the next as partial transforms (first two passes done, :func:`fourier.add_partial_ifft`),
+    the next as partial transforms (first two passes done, :class:`fourier.PartialInverse`),
     and each step adds the pruned partial transform of the shell where the filter changed;
     only the last pass (:class:`fourier.AxisInverse`), the root and the low-pass run on the
     whole grid. The result equals :meth:`AmplitudeWorkspace.amplitude` up to rounding.
