@@ -165,3 +165,16 @@ def test_direction_resolution_matches_the_dense_evaluation(small_map):
             res[done] = two_back
         got = direction_resolution(setup, i)
         np.testing.assert_array_equal(got, res.astype(np.float32))
+
+
+def test_shell_sweep_any_order_of_frequencies(small_map):
+    """The shell updates are exact for any sequence, not only increasing sweeps."""
+    vol, mask = small_map
+    setup = prepare_directional(vol, mask, 1.0, xmipp_compat=True)
+    ws = AmplitudeWorkspace(setup.shape, setup.dtype)
+    basis = cone_basis(setup, 11)
+    sweep = ShellSweep(basis, ws)
+    for step in (setup.steps[5], setup.steps[1], setup.steps[-1], setup.steps[5]):
+        got = sweep.amplitude(step.freq, step.freq_high_pass, step.freq_low_pass, taper=setup.taper)
+        want = _dense_amplitude(basis, step, setup.taper, setup.shape)
+        assert np.abs(got - want).max() < 1e-12 * np.abs(want).max()

@@ -336,8 +336,9 @@ class ShellSweep:
     only the last pass (:class:`fourier.AxisInverse`), the root and the low-pass run on the
     whole grid. The result equals :meth:`AmplitudeWorkspace.amplitude` up to rounding.
 
-    Frequencies must not decrease from one call to the next (the sweeps of algorithm.md 1.3
-    and 2.5 only increase).
+    Any sequence of frequencies gives the right amplitudes; a step costs in proportion to the
+    coefficients whose filter changed, which is small for the increasing sweeps of
+    algorithm.md 1.3 and 2.5.
 
     Parameters
     ----------
