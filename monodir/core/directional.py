@@ -401,7 +401,6 @@ def direction_resolution(
     res = np.full(n_mask, sentinel, dtype=np.float64)
     st = np.ones(n_mask, dtype=np.int8)
     tested: list[float] = []
-    mask_at = noise_at = None
     for step in setup.steps:
         tested.append(step.resolution)
         r_two_back = tested[-3] if len(tested) >= 3 else tested[0]
@@ -410,17 +409,14 @@ def direction_resolution(
         if ns / max(setup.n_mask_ref, 1) < 0.025:
             break
         band = (step.freq, step.freq_high_pass, step.freq_low_pass)
-        amp = signal.amplitude(*band, taper=setup.taper, scratch=True)
-        if mask_at is None:  # the amplitude buffer is padded: gather through its memory
-            mask_at = fourier.memory_index(setup.mask_indices, amp)
-            noise_at = fourier.memory_index(noise_idx, amp)
-        a_mask = fourier.flat_memory(amp)[mask_at]
+        amp = signal.amplitude(*band, taper=setup.taper, scratch=True).reshape(-1)
+        a_mask = amp[setup.mask_indices]
         mean_s = float(a_mask[active].mean(dtype=np.float64))
         if noise is not None:
-            amp_n = noise.amplitude(*band, taper=setup.taper, scratch=True)
-            noise_vals = fourier.flat_memory(amp_n)[noise_at]
+            amp_n = noise.amplitude(*band, taper=setup.taper, scratch=True).reshape(-1)
+            noise_vals = amp_n[noise_idx]
         else:
-            noise_vals = fourier.flat_memory(amp)[noise_at]
+            noise_vals = amp[noise_idx]
         thr = percentile(noise_vals.astype(np.float32), setup.significance)
         if sweep_log is not None:
             sweep_log.append(

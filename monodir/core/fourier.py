@@ -20,12 +20,10 @@ import numpy as np
 
 try:  # pragma: no cover - exercised implicitly when pyfftw is installed
     import pyfftw
-    import pyfftw.builders as _builders
 
     HAVE_PYFFTW = True
 except ImportError:  # pragma: no cover
     pyfftw = None
-    _builders = None
     HAVE_PYFFTW = False
 
 _PLANNER = "FFTW_ESTIMATE"
@@ -45,6 +43,19 @@ def _execute(plan) -> None:
     fft_clock[0] += time.perf_counter() - t0
 
 
+def _fftw(src: np.ndarray, out: np.ndarray, axes, *, forward: bool, threads: int, destroy=False):
+    """A pyFFTW plan from ``src`` to ``out`` over ``axes`` with the current planner effort."""
+    flags = (_PLANNER, "FFTW_DESTROY_INPUT") if destroy else (_PLANNER,)
+    return pyfftw.FFTW(
+        src,
+        out,
+        axes=tuple(axes),
+        direction="FFTW_FORWARD" if forward else "FFTW_BACKWARD",
+        flags=flags,
+        threads=threads,
+    )
+
+
 def set_planner_effort(effort: str) -> None:
     """Set the FFTW planner effort used for new plans (``FFTW_ESTIMATE``, ``FFTW_MEASURE``)."""
     global _PLANNER
@@ -58,20 +69,22 @@ def _plan(kind: str, shape: tuple[int, ...], dtype: np.dtype, threads: int):
     if kind == "rfftn":
         half = (*shape[:-1], shape[-1] // 2 + 1)
         a, b = padded_empty(shape, dtype), padded_empty(half, complex_dtype(dtype))
-        direction = "FFTW_FORWARD"
     elif kind.startswith("irfftn"):
         n = int(kind.split(":")[1])
         a = padded_empty(shape, dtype)
         b = padded_empty((*shape[:-1], n), np.empty(0, dtype).real.dtype)
-        direction = "FFTW_BACKWARD"
     elif kind in ("ifftn", "fftn"):
         a, b = padded_empty(shape, dtype), padded_empty(shape, dtype)
-        direction = "FFTW_BACKWARD" if kind == "ifftn" else "FFTW_FORWARD"
     else:  # pragma: no cover
         raise ValueError(kind)
-    flags = (_PLANNER, "FFTW_DESTROY_INPUT") if kind.startswith("irfftn") else (_PLANNER,)
-    return pyfftw.FFTW(
-        a, b, axes=tuple(range(len(shape))), direction=direction, flags=flags, threads=threads
+    forward = kind in ("rfftn", "fftn")
+    return _fftw(
+        a,
+        b,
+        range(len(shape)),
+        forward=forward,
+        threads=threads,
+        destroy=kind.startswith("irfftn"),
     )
 
 
@@ -120,15 +133,6 @@ def memory_index(flat_index: np.ndarray, view: np.ndarray) -> np.ndarray:
 def complex_dtype(real_dtype: np.dtype | type) -> np.dtype:
     """Complex dtype matching a real dtype (float32 -> complex64, float64 -> complex128)."""
     return np.result_type(real_dtype, np.complex64)
-
-
-def get_plan(kind: str, shape: tuple[int, ...], dtype: np.dtype | type, threads: int = 1):
-    """A pyFFTW plan (``kind``: rfftn, irfftn:<nx>, fftn, ifftn) with its own buffers.
-
-    Use ``plan.input_array`` / ``plan.output_array`` and ``plan.execute()``: no normalisation
-    is applied by ``execute``.
-    """
-    return _plan(kind, tuple(shape), np.dtype(dtype), threads)
 
 
 def rfftn(x: np.ndarray, threads: int = 1) -> np.ndarray:
@@ -192,14 +196,7 @@ class InverseC2C:
         if HAVE_PYFFTW:
             self.zin = padded_empty(shape, cdtype)
             self.out = padded_empty(shape, cdtype)
-            self._plan = pyfftw.FFTW(
-                self.zin,
-                self.out,
-                axes=(0, 1, 2),
-                direction="FFTW_BACKWARD",
-                flags=(_PLANNER,),
-                threads=threads,
-            )
+            self._plan = _fftw(self.zin, self.out, (0, 1, 2), forward=False, threads=threads)
             self.zin[...] = 0
         else:
             self._plan = None
@@ -235,22 +232,8 @@ class RealFilter:
             self.x = padded_empty(self.shape, dtype)
             self.h = padded_empty(half, cdtype)
             axes = (0, 1, 2)
-            self._fwd = pyfftw.FFTW(
-                self.x,
-                self.h,
-                axes=axes,
-                direction="FFTW_FORWARD",
-                flags=(_PLANNER,),
-                threads=threads,
-            )
-            self._inv = pyfftw.FFTW(
-                self.h,
-                self.x,
-                axes=axes,
-                direction="FFTW_BACKWARD",
-                flags=(_PLANNER, "FFTW_DESTROY_INPUT"),
-                threads=threads,
-            )
+            self._fwd = _fftw(self.x, self.h, axes, forward=True, threads=threads)
+            self._inv = _fftw(self.h, self.x, axes, forward=False, threads=threads, destroy=True)
         else:
             self._fwd = self._inv = None
             self.x = np.empty(self.shape, dtype=dtype)
@@ -289,26 +272,12 @@ class PrunedLowPass:
         nz, ny, nx = self.shape
         self.half = (nz, ny, nx // 2 + 1)
         self.scale = dtype.type(1.0 / np.prod(self.shape))
-        self.x = aligned_empty(self.shape, dtype)
+        self.x = aligned_empty(self.shape, dtype)  # contiguous: kernels gather via reshape(-1)
         self.h = padded_empty(self.half, self.cdtype)
         self._plans: dict = {}
         if HAVE_PYFFTW:
-            self._fwd_x = pyfftw.FFTW(
-                self.x,
-                self.h,
-                axes=(2,),
-                direction="FFTW_FORWARD",
-                flags=(_PLANNER,),
-                threads=threads,
-            )
-            self._inv_x = pyfftw.FFTW(
-                self.h,
-                self.x,
-                axes=(2,),
-                direction="FFTW_BACKWARD",
-                flags=(_PLANNER, "FFTW_DESTROY_INPUT"),
-                threads=threads,
-            )
+            self._fwd_x = _fftw(self.x, self.h, (2,), forward=True, threads=threads)
+            self._inv_x = _fftw(self.h, self.x, (2,), forward=False, threads=threads, destroy=True)
 
     def blocks(self, k_max: int) -> list[tuple[slice, slice]]:
         """``(y, x)`` slices of the half spectrum whose lines along z are transformed."""
@@ -319,23 +288,13 @@ class PrunedLowPass:
         return [(slice(0, k_max + 1), kx), (slice(ny - k_max, ny), kx)]
 
     def _c2c(self, view: np.ndarray, axis: int, forward: bool, key) -> None:
-        if not HAVE_PYFFTW:
-            from scipy import fft as sfft
-
-            fn = sfft.fft if forward else sfft.ifft
-            view[...] = fn(view, axis=axis, norm="backward" if forward else "forward")
-            return
+        """In-place unscaled transform of a view of ``h`` (plans kept per ``key``)."""
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = pyfftw.FFTW(
-                view,
-                view,
-                axes=(axis,),
-                direction="FFTW_FORWARD" if forward else "FFTW_BACKWARD",
-                flags=(_PLANNER,),
-                threads=self.threads,
+            plan = self._plans[key] = AxisFFT(
+                view, view, axis, forward=forward, threads=self.threads
             )
-        _execute(plan)
+        plan.run()
 
     def run(self, k_max: int, factor) -> np.ndarray:
         """Filter ``x`` in place and return it.
@@ -381,39 +340,42 @@ class PrunedLowPass:
         return self.x
 
 
-class AxisInverse:
-    """Unscaled inverse complex FFT along one axis (every line along it), source preserved.
+class AxisFFT:
+    """Unscaled complex FFT along one axis (every line along it), from ``src`` into ``out``
+    (in place when they are the same array). The building block of the pruned transforms."""
 
-    The last pass of a pruned 3D inverse (:class:`PartialInverse` does the first two).
-    :meth:`run` can be pointed at other arrays of the same shape, strides and alignment,
-    which reuses the plan.
-    """
-
-    def __init__(self, src: np.ndarray, out: np.ndarray, axis: int, threads: int = 1):
-        self.src, self.out, self.axis, self.threads = src, out, axis, threads
+    def __init__(
+        self,
+        src: np.ndarray,
+        out: np.ndarray,
+        axis: int,
+        *,
+        forward: bool = False,
+        threads: int = 1,
+    ):
+        self.src, self.out, self.axis, self.forward, self.threads = src, out, axis, forward, threads
         self._plan = None
         if HAVE_PYFFTW:
-            self._plan = pyfftw.FFTW(
-                src,
-                out,
-                axes=(axis,),
-                direction="FFTW_BACKWARD",
-                flags=(_PLANNER,),
-                threads=threads,
-            )
+            self._plan = _fftw(src, out, (axis,), forward=forward, threads=threads)
 
-    def run(self, src: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
-        if src is not None and (src is not self.src or out is not self.out):
-            self.src, self.out = src, out
-            if self._plan is not None:
-                self._plan.update_arrays(src, out)
+    def run(self) -> np.ndarray:
         if self._plan is not None:
             _execute(self._plan)
             return self.out
         from scipy import fft as sfft
 
-        self.out[...] = sfft.ifft(self.src, axis=self.axis, norm="forward", workers=self.threads)
+        fn = sfft.fft if self.forward else sfft.ifft
+        norm = "backward" if self.forward else "forward"  # unscaled either way
+        self.out[...] = fn(self.src, axis=self.axis, norm=norm, workers=self.threads)
         return self.out
+
+
+class AxisInverse(AxisFFT):
+    """Unscaled inverse FFT along one axis: the last pass of a pruned 3D inverse
+    (:class:`PartialInverse` does the first two)."""
+
+    def __init__(self, src: np.ndarray, out: np.ndarray, axis: int, threads: int = 1):
+        super().__init__(src, out, axis, forward=False, threads=threads)
 
 
 def pruning_axes(
@@ -485,23 +447,10 @@ class PartialInverse:
 
     def _ifft_planes(self, view: np.ndarray) -> None:
         """In-place unscaled inverse FFT along axis 2 of a view of the plane buffer."""
-        if not HAVE_PYFFTW:
-            from scipy import fft as sfft
-
-            view[...] = sfft.ifft(view, axis=2, norm="forward", workers=self.threads)
-            return
-        key = view.shape
-        plan = self._plans.get(key)
+        plan = self._plans.get(view.shape)
         if plan is None:
-            plan = self._plans[key] = pyfftw.FFTW(
-                view,
-                view,
-                axes=(2,),
-                direction="FFTW_BACKWARD",
-                flags=(_PLANNER,),
-                threads=self.threads,
-            )
-        _execute(plan)
+            plan = self._plans[view.shape] = AxisInverse(view, view, 2, self.threads)
+        plan.run()
 
     def add(
         self,

@@ -144,6 +144,18 @@ def low_pass(r: np.ndarray, f: float, f_l: float, *, nan_at_zero_width: bool) ->
     return out
 
 
+def _add_abs2(z: np.ndarray, acc: np.ndarray, first: bool) -> None:
+    """``acc (+)= |z|^2``, squaring ``z``'s real and imaginary parts in place (``z`` is
+    scratch)."""
+    parts = z.view(acc.dtype).reshape(*z.shape, 2)
+    np.square(parts, out=parts)
+    if first:
+        np.add(parts[..., 0], parts[..., 1], out=acc)
+    else:
+        acc += parts[..., 0]
+        acc += parts[..., 1]
+
+
 class AmplitudeWorkspace:
     """Reusable plans and buffers for repeated amplitude evaluations on one grid.
 
@@ -225,14 +237,7 @@ class AmplitudeWorkspace:
 
     def _accumulate(self, first: bool) -> None:
         """Add ``|IFFT(zin)|^2`` to ``acc`` (``first``: replace it)."""
-        out = self._inv.run()
-        parts = out.view(self.dtype).reshape(*self.shape, 2)
-        np.square(parts, out=parts)
-        if first:
-            np.add(parts[..., 0], parts[..., 1], out=self.acc)
-        else:
-            self.acc += parts[..., 0]
-            self.acc += parts[..., 1]
+        _add_abs2(self._inv.run(), self.acc, first)
 
     def amplitude(
         self,
@@ -292,14 +297,7 @@ class AmplitudeWorkspace:
                 plan = self._slab_plans[key] = fourier.AxisInverse(buf, buf, axis, self.threads)
             for b in (0, 1):
                 np.copyto(buf, t[b][z0:z1])
-                plan.run()
-                parts = buf.view(self.dtype).reshape(*buf.shape, 2)
-                np.square(parts, out=parts)
-                if b == 0:
-                    np.add(parts[..., 0], parts[..., 1], out=acc)
-                else:
-                    acc += parts[..., 0]
-                    acc += parts[..., 1]
+                _add_abs2(plan.run(), acc, first=b == 0)
             np.sqrt(acc, out=acc)
             if taper is not None:
                 acc *= taper[z0:z1]
