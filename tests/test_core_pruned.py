@@ -178,3 +178,30 @@ def test_shell_sweep_any_order_of_frequencies(small_map):
         got = sweep.amplitude(step.freq, step.freq_high_pass, step.freq_low_pass, taper=setup.taper)
         want = _dense_amplitude(basis, step, setup.taper, setup.shape)
         assert np.abs(got - want).max() < 1e-12 * np.abs(want).max()
+
+
+def test_workspace_is_kept_per_thread_and_released():
+    from monodir.core.monogenic import release_workspace, workspace_for
+
+    a = workspace_for((16, 16, 16), np.float32)
+    assert workspace_for((16, 16, 16), np.float32) is a
+    assert workspace_for((16, 16, 18), np.float32) is not a
+    b = workspace_for((16, 16, 18), np.float32)
+    release_workspace()
+    assert workspace_for((16, 16, 18), np.float32) is not b
+
+
+def test_repeated_direction_is_computed_once_and_copied(small_map):
+    """Xmipp's fast set lists +z twice: one computation, two identical rows."""
+    from monodir.core.directional import _distinct_directions, resolution_matrix
+
+    vol, mask = small_map
+    setup = prepare_directional(vol, mask, 1.0, fast=True, xmipp_compat=True)
+    todo, copies = _distinct_directions(setup)
+    assert setup.n_directions == 47
+    assert len(todo) == 46 and copies == {1: 0}
+    calls = []
+    matrix = resolution_matrix(setup, progress=lambda done, total: calls.append((done, total)))
+    np.testing.assert_array_equal(matrix[1], matrix[0])
+    np.testing.assert_array_equal(matrix[5], direction_resolution(setup, 5))
+    assert calls[-1] == (47, 47)

@@ -51,7 +51,10 @@ def test_outputs_keep_voxel_size_and_origin(tmp_path):
             assert abs(float(mrc.voxel_size.x) - vs) < 1e-4
             got = np.array([mrc.header.origin.x, mrc.header.origin.y, mrc.header.origin.z])
             assert np.allclose(got, new_origin, atol=1e-3)
-            assert (int(mrc.header.nxstart), int(mrc.header.nystart),
-                    int(mrc.header.nzstart)) == (3, -2, 1)
+            assert (int(mrc.header.nxstart), int(mrc.header.nystart), int(mrc.header.nzstart)) == (
+                3,
+                -2,
+                1,
+            )
             labels = b"".join(mrc.header.label).decode(errors="ignore")
             assert "monodir" in labels

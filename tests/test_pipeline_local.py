@@ -454,3 +454,15 @@ def test_tasks_use_the_worker_threads_and_one_heavy_task_at_a_time():
         assert client.submit(task_threads, None, resources={RESOURCE: 1}).result() == 2
         assert client.submit(task_threads, 3).result() == 3
     assert task_threads(None) == 1  # outside a worker
+
+
+def test_cone_tasks_tune_the_worker_allocator():
+    """glibc's mmap threshold is raised once per worker process (see tune_worker_malloc)."""
+    import platform
+
+    from monodir.pipeline import graph
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    assert graph.tune_worker_malloc() is True
+    assert graph.tune_worker_malloc() is True  # idempotent

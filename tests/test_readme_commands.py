@@ -43,10 +43,17 @@ def test_install_and_demo_in_fresh_venv(tmp_path):
     if shutil.which("git") is None:
         pytest.skip("git is needed to copy the tracked files")
     src = tmp_path / "src"
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
-                           check=True).stdout.decode().split("\0")
-    untracked = subprocess.run(["git", "ls-files", "-z", "--others", "--exclude-standard"],
-                               cwd=ROOT, capture_output=True, check=True).stdout
+    files = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
+    untracked = subprocess.run(
+        ["git", "ls-files", "-z", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
     files += untracked.decode().split("\0")
     for name in filter(None, files):
         if not (ROOT / name).is_file():
@@ -63,8 +70,9 @@ def test_install_and_demo_in_fresh_venv(tmp_path):
     env["MPLBACKEND"] = "Agg"
     cmd = _readme_commands()[0]
     # the README says python3: inside the venv that is the venv's interpreter
-    proc = subprocess.run(["bash", "-c", cmd], cwd=src, env=env, capture_output=True,
-                          text=True, timeout=1200)
+    proc = subprocess.run(
+        ["bash", "-c", cmd], cwd=src, env=env, capture_output=True, text=True, timeout=1200
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = src / "monodir-demo" / "run"
     assert "Report:" in proc.stdout
