@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monodir.core import fourier
+from monodir.core import fourier, kernels
 
 
 @dataclass
@@ -168,8 +168,9 @@ class AmplitudeWorkspace:
         self.cdtype = fourier.complex_dtype(self.dtype)
         self.threads = threads
         self._inv_plan: fourier.InverseC2C | None = None
-        self._partials: dict[int, list[np.ndarray]] = {}
+        self._partials: dict[int, np.ndarray] = {}
         self._slab: np.ndarray | None = None
+        self._ranges: tuple | None = None
         self._slab_plans: dict[tuple[int, int], fourier.AxisInverse] = {}
         self.partial_inverse = fourier.PartialInverse(self.shape, self.cdtype, threads)
         self._lp = fourier.PrunedLowPass(self.shape, self.dtype, threads)
@@ -201,19 +202,17 @@ class AmplitudeWorkspace:
     def zin(self) -> np.ndarray:
         return self._inv.zin
 
-    def partials(self, slot: int) -> list[np.ndarray]:
-        """Zeroed pair of partial-transform accumulators of a slot (for :class:`ShellSweep`).
+    def partials(self, slot: int) -> np.ndarray:
+        """Zeroed pair of partial-transform accumulators of a slot (for :class:`ShellSweep`):
+        a padded ``(2, nz, ny, nx)`` complex array.
 
         One slot per sweep alive at the same time (signal, half-map noise); the buffers are
         allocated once and reused.
         """
         t = self._partials.get(slot)
         if t is None:
-            t = self._partials[slot] = [
-                fourier.aligned_empty(self.shape, self.cdtype) for _ in range(2)
-            ]
-        for ti in t:
-            ti.fill(0)
+            t = self._partials[slot] = fourier.padded_empty((2, *self.shape), self.cdtype)
+        t.fill(0)
         return t
 
     def _load(self, index: np.ndarray | None, values: np.ndarray) -> None:
@@ -273,34 +272,59 @@ class AmplitudeWorkspace:
         out = self._low_pass(f, f_l, nan_at_zero_width)
         return out if scratch else out.copy()
 
-    def last_pass_amplitude(self, t: list[np.ndarray], axis: int, taper: np.ndarray | None):
-        """``acc = taper * sqrt(|F t[0]|^2 + |F t[1]|^2)``, ``F`` the inverse FFT along ``axis``.
-
-        ``axis`` is 1 or 2. Done in slabs of z-planes of about 512 KiB, so that the transform,
-        the squares, the root and the taper of a slab run in cache.
-        """
-        if axis not in (1, 2):
-            raise ValueError("the last pass runs along y or x")
+    def _slab_ranges(self, taper: np.ndarray | None) -> list[tuple[int, int, int, int]]:
+        """``(z0, z1, x0, x1)`` of the last-pass slabs: z-planes of about 512 KiB, and the
+        columns ``x0 <= x < x1`` where ``taper`` is not zero on some line along y (the rest
+        of the slab is 0 after the taper and is not transformed)."""
+        if self._ranges is not None and self._ranges[0] is taper:
+            return self._ranges[1]
         nz, ny, nx = self.shape
-        if self._slab is None:
-            plane = ny * nx * self.cdtype.itemsize
-            nb = int(max(1, min(nz, (1 << 19) // plane)))
-            self._slab = fourier.padded_empty((nb, ny, nx), self.cdtype)
-        nb = self._slab.shape[0]
+        plane = ny * nx * self.cdtype.itemsize
+        nb = int(max(1, min(nz, (1 << 19) // plane)))
+        lines = None if taper is None else np.any(taper != 0, axis=1)  # (nz, nx)
+        ranges = []
         for z0 in range(0, nz, nb):
             z1 = min(z0 + nb, nz)
-            buf = self._slab[: z1 - z0]
-            acc = self.acc[z0:z1]
-            key = (axis, z1 - z0)
-            plan = self._slab_plans.get(key)
-            if plan is None:
-                plan = self._slab_plans[key] = fourier.AxisInverse(buf, buf, axis, self.threads)
-            for b in (0, 1):
-                np.copyto(buf, t[b][z0:z1])
-                _add_abs2(plan.run(), acc, first=b == 0)
-            np.sqrt(acc, out=acc)
-            if taper is not None:
-                acc *= taper[z0:z1]
+            if lines is None:
+                x0, x1 = 0, nx
+            else:
+                cols = np.flatnonzero(lines[z0:z1].any(axis=0))
+                x0, x1 = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, 0)
+            ranges.append((z0, z1, x0, x1))
+        self._ranges = (taper, ranges)
+        return ranges
+
+    def last_pass_amplitude(self, t: np.ndarray, axis: int, taper: np.ndarray | None):
+        """``acc = taper * sqrt(|F t[0]|^2 + |F t[1]|^2)``, ``F`` the inverse FFT along y.
+
+        ``t`` is a pair of partial transforms from :meth:`partials`. Done in slabs of z-planes
+        of about 512 KiB: a slab of the pair is copied into a small padded buffer and
+        transformed there in place, where the fused squares, root and taper
+        (:func:`monodir.core.kernels.tapered_amplitude`) read it from cache. Columns where
+        the taper vanishes on every line are not transformed. (An out-of-place transform
+        straight from ``t`` was measured 20 % slower per step.)
+        """
+        if axis != 1:
+            raise ValueError("the last pass runs along y")
+        ny, nx = self.shape[1], self.shape[2]
+        ranges = self._slab_ranges(taper)
+        if self._slab is None:
+            nb = max(z1 - z0 for z0, z1, _, _ in ranges)
+            # both signals in one padded buffer: one plan transforms the pair
+            self._slab = fourier.aligned_empty((2, nb, ny + 1, nx + 8), self.cdtype)
+        acc = self.acc
+        for z0, z1, x0, x1 in ranges:
+            nb, width = z1 - z0, x1 - x0
+            if width:
+                view = self._slab[:, :nb, :ny, :width]
+                plan = self._slab_plans.get((nb, width))
+                if plan is None:
+                    plan = self._slab_plans[(nb, width)] = fourier.AxisInverse(
+                        view, view, 2, self.threads
+                    )
+                np.copyto(view, t[:, z0:z1, :, x0:x1])
+                plan.run()
+            kernels.tapered_amplitude(self._slab, nb, width, taper, acc, z0, x0)
 
 
 _local = threading.local()
@@ -381,7 +405,7 @@ class ShellSweep:
         if sel.size:
             d = delta[sel]
             ws.partial_inverse.add(
-                self.t,
+                list(self.t),
                 tuple(a[sel] for a in self.k),
                 [d * self.c1[sel], d * self.c2[sel]],
                 self.axes,

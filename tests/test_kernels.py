@@ -1,0 +1,119 @@
+"""Compiled kernels equal their NumPy versions bit for bit, and their definitions.
+
+``monodir.core.kernels`` runs numba-compiled loops when numba is importable and NumPy array
+operations otherwise; both must give the same bits, so results do not depend on whether numba
+is installed. The last pass of the directional sweep (which uses the amplitude kernel and skips
+the columns where the taper vanishes) is checked against NumPy's FFT of the definition.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from monodir.core import fourier, kernels, summaries
+from monodir.core.directional import spatial_taper
+from monodir.core.directions import angles_to_vectors, direction_set
+from monodir.core.monogenic import AmplitudeWorkspace
+
+needs_numba = pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba not installed")
+
+
+@pytest.fixture
+def numpy_only(monkeypatch):
+    """Run the kernels' NumPy versions."""
+    monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
+
+
+def _pair(rng, nb, ny, width, dtype):
+    pair = fourier.aligned_empty((2, nb + 1, ny + 1, width + 8), dtype)
+    pair[...] = rng.standard_normal(pair.shape) + 1j * rng.standard_normal(pair.shape)
+    return pair
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+@pytest.mark.parametrize("with_taper", [True, False])
+def test_tapered_amplitude_numba_equals_numpy(dtype, with_taper, monkeypatch):
+    rng = np.random.default_rng(3)
+    shape = (9, 7, 12)
+    real = np.empty(0, dtype).real.dtype
+    pair = _pair(rng, 3, shape[1], 8, dtype)
+    taper = rng.random(shape).astype(real) if with_taper else None
+    outs = []
+    for compiled in (True, False):
+        monkeypatch.setattr(kernels, "HAVE_NUMBA", compiled)
+        out = np.full(shape, 7.0, dtype=real)
+        kernels.tapered_amplitude(pair, 3, 8, taper, out, 4, 2)
+        outs.append(out)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    # the definition, and the rows of the slab outside [x0, x0 + width) set to 0
+    p = pair[:, :3, :7, :8].astype(np.complex128)
+    want = np.sqrt(np.abs(p[0]) ** 2 + np.abs(p[1]) ** 2)
+    if with_taper:
+        want = want * taper[4:7, :, 2:10]
+    rtol = 2e-6 if real == np.float32 else 1e-14
+    np.testing.assert_allclose(outs[0][4:7, :, 2:10], want, rtol=rtol)
+    assert np.all(outs[0][4:7, :, :2] == 0) and np.all(outs[0][4:7, :, 10:] == 0)
+    assert np.all(outs[0][:4] == 7.0) and np.all(outs[0][7:] == 7.0)  # other planes untouched
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("n", [20, 33])
+def test_last_pass_with_taper_is_the_definition(n, compiled, monkeypatch):
+    if compiled and not kernels.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    monkeypatch.setattr(kernels, "HAVE_NUMBA", compiled)
+    shape = (n, n, n)
+    rng = np.random.default_rng(n)
+    ws = AmplitudeWorkspace(shape, np.float32)
+    taper = spatial_taper(shape, dtype=np.float32)
+    # the columns skipped are exactly those where the taper is 0 on every line along y
+    for z0, z1, x0, x1 in ws._slab_ranges(taper):
+        cols = np.any(taper[z0:z1] != 0, axis=(0, 1))
+        assert cols[x0:x1].any() and not cols[:x0].any() and not cols[x1:].any()
+    t = ws.partials(0)
+    for _ in range(2):  # buffers and plans reused
+        t[...] = rng.standard_normal(t.shape) + 1j * rng.standard_normal(t.shape)
+        ws.last_pass_amplitude(t, 1, taper)
+        z = np.fft.ifft(t.astype(np.complex128), axis=2, norm="forward")
+        want = taper * np.sqrt(np.abs(z[0]) ** 2 + np.abs(z[1]) ** 2)
+        np.testing.assert_allclose(ws.acc, want, rtol=0, atol=2e-6 * want.max())
+        assert np.all(ws.acc[taper == 0] == 0)
+
+
+@needs_numba
+@pytest.mark.parametrize("fast", [False, True])
+@pytest.mark.parametrize("compat", [False, True])
+def test_outlier_removal_numba_equals_numpy(fast, compat, monkeypatch):
+    dirs = angles_to_vectors(direction_set(fast, xmipp_compat=compat))
+    rng = np.random.default_rng(5)
+    levels = np.array([2.0, 2.5, 3.0, 3.5, 4.0, 6.0, 9.0, 100.0], dtype=np.float32)
+    block = rng.choice(levels, size=(len(dirs), 3000))
+    block[rng.random(block.shape) < 0.1] = -1.0
+    block[:, :20] = 3.0  # isotropic voxels: every distance 0
+    block[:, 20:40] = 3.0
+    planted = rng.integers(0, len(dirs), size=20)
+    block[planted, np.arange(20, 40)] = 40.0  # one direction far off its neighbours
+    got = summaries.remove_outliers(block, dirs, 0.95, xmipp_compat=compat)
+    monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
+    want = summaries.remove_outliers(block, dirs, 0.95, xmipp_compat=compat)
+    np.testing.assert_array_equal(got, want)
+    if not fast:  # 81 directions have neighbours within 20 degrees: the planted outliers go
+        assert np.all(got[planted, np.arange(20, 40)] == -1.0)
+        assert np.all(got[:, :20] == 3.0)  # isotropic voxels stay
+
+
+def test_kernels_fall_back_to_numpy(numpy_only):
+    rng = np.random.default_rng(1)
+    pair = _pair(rng, 2, 5, 6, np.complex64)
+    out = np.zeros((4, 5, 6), np.float32)
+    kernels.tapered_amplitude(pair, 2, 6, None, out, 1, 0)
+    p = pair[:, :2, :5, :6].astype(np.complex128)
+    np.testing.assert_allclose(out[1:3], np.sqrt(np.abs(p[0]) ** 2 + np.abs(p[1]) ** 2), rtol=2e-6)
+    assert (
+        kernels.remove_outliers_inplace(
+            np.ones((3, 4)), np.arange(2), np.arange(2), np.ones(2), 1.6, False
+        )
+        is False
+    )
