@@ -115,3 +115,33 @@ def test_canonical_angles_keep_the_direction():
     c = canonical_angles(a)
     assert (c[:, 1] >= 0).all()
     assert np.allclose(angles_to_vectors(a), angles_to_vectors(c), atol=1e-12)
+
+
+def test_compare_angle_equals_the_angle_definition():
+    """Deciding from the cosine gives what comparing the angle gives, ties and NaN included."""
+    import math
+
+    from monodir.core.directions import compare_angle
+
+    def deg(c):
+        return np.degrees(np.arccos(c))
+
+    rng = np.random.default_rng(0)
+    for limit in (15.0, 45.0, 70.0, 135.0):
+        c_lim = math.cos(math.radians(limit))
+        # random cosines, values at and one ulp around the limit, exact geometric ties
+        # (p = (1, 0, 1) against z is exactly 45 degrees), out-of-range and NaN
+        ties = np.array([c_lim, np.nextafter(c_lim, 2), np.nextafter(c_lim, -2), 1 / math.sqrt(2)])
+        cos_v = np.concatenate(
+            [rng.uniform(-1, 1, 5000), ties, [1.0, -1.0, 1.0 + 1e-15, -1.0 - 1e-15, np.nan]]
+        )
+        with np.errstate(invalid="ignore"):
+            ang = deg(cos_v)
+        for op, want in (
+            ("<", ang < limit),
+            ("<=", ang <= limit),
+            (">", ang > limit),
+            (">=", ang >= limit),
+        ):
+            got = compare_angle(cos_v, op, limit, deg, c_lim)
+            np.testing.assert_array_equal(got, want, err_msg=f"{op} {limit}")

@@ -21,12 +21,13 @@ everything else (compat: ``n/2``, quirk Q24); Riesz multipliers exactly odd at N
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from monodir.core import fourier
-from monodir.core.directions import angles_to_vectors, direction_set
+from monodir.core.directions import angles_to_vectors, compare_angle, direction_set
 from monodir.core.masks import percentile, prepare_states, radius2
 from monodir.core.monogenic import AmplitudeWorkspace, ShellSweep, SpectralBasis, workspace_for
 from monodir.core.results import DirectionalResult
@@ -272,6 +273,7 @@ def _cone_half(shape: tuple[int, int, int], d: np.ndarray, slab: int = 16) -> np
     fy = fourier.axis_frequencies(ny)[None, :, None]
     fx = (np.arange(nh) / nx)[None, None, :]
     limit = np.deg2rad(CONE_ANGLE)
+    cos_limit = float(np.cos(limit))
     out = np.empty((nz, ny, nh), dtype=bool)
     fz_all = fourier.axis_frequencies(nz)
     for z0 in range(0, nz, slab):
@@ -279,8 +281,9 @@ def _cone_half(shape: tuple[int, int, int], d: np.ndarray, slab: int = 16) -> np
         r = np.sqrt(fz * fz + fy * fy + fx * fx)
         dot = np.abs(fx * d[0] + fy * d[1] + fz * d[2])
         with np.errstate(divide="ignore", invalid="ignore"):
-            cosang = np.where(r > 0, dot / np.where(r > 0, r, 1.0), 0.0)
-        out[z0 : z0 + slab] = (np.arccos(np.clip(cosang, -1.0, 1.0)) <= limit) & (r > 0)
+            cosang = np.clip(np.where(r > 0, dot / np.where(r > 0, r, 1.0), 0.0), -1.0, 1.0)
+        inside = compare_angle(cosang, "<=", limit, np.arccos, cos_limit)
+        out[z0 : z0 + slab] = inside & (r > 0)
     return out
 
 
@@ -337,6 +340,10 @@ def cone_basis(setup: DirectionalSetup, i: int) -> SpectralBasis:
     )
 
 
+def _degrees_acos(c: np.ndarray) -> np.ndarray:
+    return np.degrees(np.arccos(c))
+
+
 def noise_indices(setup: DirectionalSetup, i: int, chunk: int = 1 << 17) -> np.ndarray:
     """Background voxels inside the 45-degree real-space double cone about direction ``i``.
 
@@ -349,6 +356,7 @@ def noise_indices(setup: DirectionalSetup, i: int, chunk: int = 1 << 17) -> np.n
     else:
         c = np.array([shape[2] // 2, shape[1] // 2, shape[0] // 2], dtype=np.float64)
     d = setup.directions[i]
+    cos_a = math.cos(math.radians(NOISE_CONE_ANGLE))
     keep = []
     for a in range(0, cand.size, chunk):
         part = cand[a : a + chunk].astype(np.int64)
@@ -357,8 +365,10 @@ def noise_indices(setup: DirectionalSetup, i: int, chunk: int = 1 << 17) -> np.n
         px, py, pz = kx - c[0], ky - c[1], kz - c[2]
         norm_p = np.sqrt(px * px + py * py + pz * pz)
         with np.errstate(divide="ignore", invalid="ignore"):
-            ang = np.degrees(np.arccos((px * d[0] + py * d[1] + pz * d[2]) / norm_p))
-        sel = (ang < NOISE_CONE_ANGLE) | (ang > 180.0 - NOISE_CONE_ANGLE)
+            cos_p = (px * d[0] + py * d[1] + pz * d[2]) / norm_p
+        sel = compare_angle(cos_p, "<", NOISE_CONE_ANGLE, _degrees_acos, cos_a) | compare_angle(
+            cos_p, ">", 180.0 - NOISE_CONE_ANGLE, _degrees_acos, -cos_a
+        )
         keep.append(cand[a : a + chunk][sel])
     return np.concatenate(keep) if keep else cand[:0]
 

@@ -337,3 +337,34 @@ def neighbour_pairs(vectors: np.ndarray, max_angle_deg: float, *, fold: bool) ->
     close = ang < max_angle_deg
     np.fill_diagonal(close, False)
     return np.argwhere(close)
+
+
+_ANGLE_OPS = {
+    "<": np.less,
+    "<=": np.less_equal,
+    ">": np.greater,
+    ">=": np.greater_equal,
+}
+
+
+def compare_angle(cos_v: np.ndarray, op: str, limit: float, angle, cos_limit: float) -> np.ndarray:
+    """``angle(cos_v) <op> limit`` decided mostly from the cosine.
+
+    ``angle`` is the caller's exact, decreasing angle of a cosine (for example
+    ``lambda c: np.degrees(np.arccos(c))``) and ``cos_limit`` the cosine of ``limit``. Away
+    from ``cos_limit`` (by more than 1e-9) the answer follows from the cosine alone; within it,
+    ``angle`` is evaluated, so exact ties classify as the definition does. A cosine outside
+    ``[-1, 1]`` or NaN gives False, as a NaN angle would. The ``arccos`` calls drop from one
+    per element to the few near the limit.
+    """
+    cos_v = np.asarray(cos_v)
+    in_range = (cos_v >= -1.0) & (cos_v <= 1.0)
+    if op in ("<", "<="):  # smaller angle: larger cosine
+        out = in_range & (cos_v > cos_limit + 1e-9)
+    else:
+        out = in_range & (cos_v < cos_limit - 1e-9)
+    near = np.flatnonzero(np.abs(cos_v - cos_limit) <= 1e-9)
+    if near.size:
+        with np.errstate(invalid="ignore"):
+            out.reshape(-1)[near] = _ANGLE_OPS[op](angle(cos_v.reshape(-1)[near]), limit)
+    return out
