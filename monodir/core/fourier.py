@@ -296,7 +296,7 @@ class PrunedLowPass:
             )
         plan.run()
 
-    def run(self, k_max: int, factor) -> np.ndarray:
+    def run(self, k_max: int, factor, apply=None) -> np.ndarray:
         """Filter ``x`` in place and return it.
 
         Parameters
@@ -307,6 +307,10 @@ class PrunedLowPass:
             Callable ``(z_slice, y_slice, x_slice) -> array`` giving the filter (times
             :attr:`scale`) on ``h[z_slice, y_slice, x_slice]``; called on slabs of the blocks
             of :meth:`blocks`, so that its temporaries stay small.
+        apply
+            Optional callable ``(block, z_slice, y_slice, x_slice) -> bool`` that multiplies a
+            whole block by the same filter in place (a compiled kernel); when it returns
+            ``False`` the block is filtered with ``factor``.
         """
         ny = self.shape[1]
         k_max = int(min(max(k_max, 0), max(self.shape[1:]) // 2))
@@ -323,9 +327,10 @@ class PrunedLowPass:
         for j, (ys, xs) in enumerate(blocks):
             v = h[:, ys, xs]
             self._c2c(v, 0, True, ("z", k_max, j, True))
-            for z0 in range(0, v.shape[0], 16):
-                zs = slice(z0, min(z0 + 16, v.shape[0]))
-                v[zs] *= factor(zs, ys, xs)
+            if apply is None or not apply(v, slice(0, v.shape[0]), ys, xs):
+                for z0 in range(0, v.shape[0], 16):
+                    zs = slice(z0, min(z0 + 16, v.shape[0]))
+                    v[zs] *= factor(zs, ys, xs)
             self._c2c(v, 0, False, ("z", k_max, j, False))
         if len(blocks) == 2:
             cols[:, k_max + 1 : ny - k_max] = 0

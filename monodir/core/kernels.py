@@ -190,3 +190,85 @@ def remove_outliers_inplace(
     )
     res[...] = voxel_major.T
     return True
+
+
+if HAVE_NUMBA:  # pragma: no branch
+
+    @numba.njit(cache=True, nogil=True)
+    def _first_at_least(s, fx, real, limit, strict):  # pragma: no cover
+        """First ``c`` with ``r(c) >= limit`` (``> limit`` if ``strict``); ``r`` grows with
+        ``c`` (``fx >= 0`` increasing), so a binary search finds it."""
+        lo, hi = 0, fx.size
+        while lo < hi:
+            mid = (lo + hi) // 2
+            r = real(np.sqrt(s + fx[mid] * fx[mid]))
+            if r > limit or (not strict and r == limit):
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    @numba.njit(cache=True, nogil=True)
+    def _radial_filter_numba(block, fz, fy, fx, f, f_l, scale, pos, ramp_r):  # pragma: no cover
+        nz, ny, nx = block.shape
+        real = ramp_r.dtype.type
+        zero = real(0.0)
+        count = 0
+        for a in range(nz):
+            for b in range(ny):
+                s = fz[a] * fz[a] + fy[b] * fy[b]
+                c1 = _first_at_least(s, fx, real, f, False)  # r < f before c1
+                c2 = _first_at_least(s, fx, real, f_l, True)  # r <= f_l before c2
+                if c2 < c1:
+                    c2 = c1
+                row = block[a, b]
+                for c in range(c1):
+                    row[c] = row[c] * scale
+                for c in range(c1, c2):  # the ramp: its values are computed by the caller
+                    pos[count, 0] = a
+                    pos[count, 1] = b
+                    pos[count, 2] = c
+                    ramp_r[count] = real(np.sqrt(s + fx[c] * fx[c]))
+                    count += 1
+                for c in range(c2, nx):
+                    row[c] = row[c] * zero
+        return count
+
+    @numba.njit(cache=True, nogil=True)
+    def _scale_at_numba(block, pos, values, count):  # pragma: no cover
+        for k in range(count):
+            a, b, c = pos[k, 0], pos[k, 1], pos[k, 2]
+            block[a, b, c] = block[a, b, c] * values[k]
+
+
+class RadialLowPass:
+    """Multiply blocks of a half spectrum by a raised-cosine low-pass of ``|u|`` (times a
+    scale), computing ``|u|`` on the fly.
+
+    ``ramp(r)`` gives the filter on the ramp ``f <= r <= f_l`` (it is called on the few
+    coefficients there, so the caller's own NumPy formula, and its rounding, is used); below
+    ``f`` the filter is 1, above ``f_l`` 0. ``|u|`` is ``sqrt(fz^2 + fy^2 + fx^2)`` in float64,
+    rounded to the working precision, as :func:`monodir.core.fourier.half_grid` gives it. The
+    result equals multiplying by ``scale * low_pass(r)`` computed with NumPy, bit for bit.
+    """
+
+    def __init__(self, real_dtype: np.dtype):
+        self.dtype = np.dtype(real_dtype)
+        self._pos = np.empty((0, 3), dtype=np.int32)
+        self._r = np.empty(0, dtype=self.dtype)
+
+    def apply(self, block, fz, fy, fx, f: float, f_l: float, scale, ramp) -> bool:
+        """Filter ``block`` in place; ``False`` (nothing done) without numba."""
+        if not HAVE_NUMBA:
+            return False
+        if self._r.size < block.size:
+            self._pos = np.empty((block.size, 3), dtype=np.int32)
+            self._r = np.empty(block.size, dtype=self.dtype)
+        t = self.dtype.type
+        # NumPy compares a float32 array with a Python float in float32 (NEP 50): same here
+        count = _radial_filter_numba(block, fz, fy, fx, t(f), t(f_l), t(scale), self._pos, self._r)
+        if count:
+            values = ramp(self._r[:count])
+            values *= t(scale)
+            _scale_at_numba(block, self._pos, values, count)
+        return True

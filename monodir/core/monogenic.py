@@ -176,21 +176,31 @@ class AmplitudeWorkspace:
         self._lp = fourier.PrunedLowPass(self.shape, self.dtype, threads)
         self.acc = self._lp.x
         self._freq = fourier.half_grid(self.shape, np.float64)
+        self._radial = kernels.RadialLowPass(self.dtype)
         self._filled: tuple[np.ndarray, np.ndarray] | None = None
 
     def _low_pass(self, f: float, f_l: float, nan_at_zero_width: bool) -> np.ndarray:
         """Low-pass ``acc`` in place (:func:`low_pass`, pruned beyond ``f_l``)."""
         scale = self._lp.scale
 
+        fz, fy, fx = (a.reshape(-1) for a in self._freq)
+
+        def ramp(r: np.ndarray) -> np.ndarray:
+            return low_pass(r, f, f_l, nan_at_zero_width=nan_at_zero_width)
+
         def factor(zs: slice, ys: slice, xs: slice) -> np.ndarray:
-            fz, fy, fx = self._freq
-            r = np.sqrt(fz[zs] ** 2 + fy[:, ys] ** 2 + fx[:, :, xs] ** 2).astype(self.dtype)
+            r = np.sqrt(
+                fz[zs, None, None] ** 2 + fy[None, ys, None] ** 2 + fx[None, None, xs] ** 2
+            ).astype(self.dtype)
             out = low_pass(r, f, f_l, nan_at_zero_width=nan_at_zero_width)
             out *= scale
             return out
 
+        def apply(block: np.ndarray, zs: slice, ys: slice, xs: slice) -> bool:
+            return self._radial.apply(block, fz[zs], fy[ys], fx[xs], f, f_l, scale, ramp)
+
         k_max = int(np.floor(f_l * max(self.shape))) + 1
-        return self._lp.run(k_max, factor)
+        return self._lp.run(k_max, factor, apply=apply)
 
     @property
     def _inv(self) -> fourier.InverseC2C:
