@@ -20,12 +20,12 @@ Tables printed:
    * ``fft in step``: the time spent inside FFT executions during that direction (monodir
      prunes its transforms, see ``monodir.core.monogenic.ShellSweep``), and the ratio
      ``step / fft in step`` (everything that is not a transform);
-   * MonoRes time, whole ``monodir.directional`` time (``--jobs`` processes), and the peak
+   * MonoRes time, whole ``monodir.directional`` time (``--jobs`` threads), and the peak
      resident memory of a worker process while it computes directions (imports, setup and
      workspace included), also in volumes of ``n^3`` float32.
 2. Growth with the box size: time per step over ``n^3 log2 n`` relative to the smallest size.
 3. Xmipp reference cases (``../shared/data/xmipp_reference``): MonoRes and whole directional
-   analysis (``--jobs`` local processes, 1 FFT thread each, i.e. the same two cores), and a
+   analysis (``--jobs`` threads, 1 FFT thread each, i.e. the same two cores), and a
    whole ``monodir run`` on the local Dask cluster, against the wall times Xmipp's own binaries
    took on this machine kind.
 """
@@ -329,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="64^3 and 128^3, no reference cases")
     ap.add_argument("--sizes", type=int, nargs="*", default=None)
     ap.add_argument("--threads", type=int, default=1, help="FFT threads per process")
-    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="local processes")
+    ap.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="threads sharing the directions"
+    )
     ap.add_argument(
         "--whole-upto", type=int, default=128, help="time all directions up to this size"
     )
@@ -347,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick and not args.no_reference and REF.exists():
         ref = reference_rows(args.jobs, runs=not args.no_runs)
         print(
-            f"\n## Against Xmipp's wall time on the same inputs ({args.jobs} local processes "
+            f"\n## Against Xmipp's wall time on the same inputs ({args.jobs} threads "
             "x 1 FFT thread; `monodir run`: local Dask cluster, same workers)\n"
         )
         print(table(ref))

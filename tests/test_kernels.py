@@ -117,3 +117,48 @@ def test_kernels_fall_back_to_numpy(numpy_only):
         )
         is False
     )
+
+
+@needs_numba
+def test_state_update_numba_equals_numpy(monkeypatch):
+    rng = np.random.default_rng(9)
+    amp = rng.random((6, 7, 8)).astype(np.float32)
+    mask_idx = np.sort(rng.choice(amp.size, 200, replace=False)).astype(np.int32)
+    st0 = rng.integers(0, 3, 200).astype(np.int8)  # finished, active, one failure behind
+    res0 = rng.random(200)
+    thr = float(np.float32(0.5))
+    got = []
+    for compiled in (True, False):
+        monkeypatch.setattr(kernels, "HAVE_NUMBA", compiled)
+        st, res = st0.copy(), res0.copy()
+        active = kernels.update_states(amp, mask_idx, st, res, thr, 3.5, 4.5)
+        got.append((st, res, active))
+    for a, b in zip(got[0], got[1]):
+        np.testing.assert_array_equal(a, b)
+    st, res, active = got[0]
+    a = amp.reshape(-1)[mask_idx]
+    passed = (st0 > 0) & (a > thr)
+    assert np.all(st[passed] == 1) and np.all(res[passed] == 3.5)
+    finished = (st0 == 2) & (a <= thr)
+    assert np.all(st[finished] == 0) and np.all(res[finished] == 4.5)
+    assert np.all(st[st0 == 0] == 0) and np.all(res[st0 == 0] == res0[st0 == 0])
+    assert active == np.count_nonzero(st > 0)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("f", "f_l", "nan"), [(0.2, 0.27, False), (0.25, 0.25, True)])
+def test_low_pass_kernel_equals_numpy(dtype, f, f_l, nan, monkeypatch):
+    """The compiled low-pass multiplies by exactly ``scale * low_pass(|u|)`` (and, with a
+    zero-width ramp, gives NaN from the coefficients at ``|u| = f``, as Xmipp, quirk Q1)."""
+    shape = (16, 12, 16)  # |u| = 4/16 = 0.25 exactly on the grid
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(shape).astype(dtype)
+    outs = []
+    for compiled in (True, False):
+        monkeypatch.setattr(kernels, "HAVE_NUMBA", compiled)
+        ws = AmplitudeWorkspace(shape, dtype)
+        ws.acc[...] = x
+        outs.append(ws._low_pass(f, f_l, nan).copy())
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert np.isnan(outs[0]).any() == nan

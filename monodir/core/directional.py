@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from monodir.core import fourier
+from monodir.core import fourier, kernels
 from monodir.core.directions import angles_to_vectors, compare_angle, direction_set
 from monodir.core.masks import percentile, prepare_states, radius2
 from monodir.core.monogenic import AmplitudeWorkspace, ShellSweep, SpectralBasis, workspace_for
@@ -411,42 +411,34 @@ def direction_resolution(
     res = np.full(n_mask, sentinel, dtype=np.float64)
     st = np.ones(n_mask, dtype=np.int8)
     tested: list[float] = []
+    ns = n_mask
     for step in setup.steps:
         tested.append(step.resolution)
         r_two_back = tested[-3] if len(tested) >= 3 else tested[0]
-        active = st > 0
-        ns = int(active.sum())
         if ns / max(setup.n_mask_ref, 1) < 0.025:
             break
         band = (step.freq, step.freq_high_pass, step.freq_low_pass)
-        amp = signal.amplitude(*band, taper=setup.taper, scratch=True).reshape(-1)
-        a_mask = amp[setup.mask_indices]
-        mean_s = float(a_mask[active].mean(dtype=np.float64))
+        amp = signal.amplitude(*band, taper=setup.taper, scratch=True)
         if noise is not None:
             amp_n = noise.amplitude(*band, taper=setup.taper, scratch=True).reshape(-1)
             noise_vals = amp_n[noise_idx]
         else:
-            noise_vals = amp[noise_idx]
+            noise_vals = amp.reshape(-1)[noise_idx]
         thr = percentile(noise_vals.astype(np.float32), setup.significance)
         if sweep_log is not None:
+            a_mask = amp.reshape(-1)[setup.mask_indices]
             sweep_log.append(
                 {
                     "resolution": step.resolution,
                     "n_active": ns,
-                    "mean_signal": mean_s,
+                    "mean_signal": float(a_mask[st > 0].mean(dtype=np.float64)),
                     "mean_noise": float(noise_vals.mean(dtype=np.float64)),
                     "threshold": thr,
                 }
             )
-        ok = a_mask > thr
-        passed = active & ok
-        failed = active & ~ok
-        st[passed] = 1
-        res[passed] = step.resolution
-        st[failed] += 1
-        done = failed & (st > 2)
-        st[done] = 0
-        res[done] = r_two_back
+        ns = kernels.update_states(
+            amp, setup.mask_indices, st, res, thr, step.resolution, r_two_back
+        )
     if not setup.xmipp_compat and tested:
         res[np.isnan(res)] = tested[0]
     return res.astype(np.float32)

@@ -23,6 +23,20 @@ except ImportError:  # pragma: no cover
     HAVE_NUMBA = False
 
 
+def _jit(**options):
+    """``numba.njit`` (no GIL held) with the compiled code cached on disk where numba finds a
+    writable place (next to this file, or its user cache dir / ``NUMBA_CACHE_DIR``); without
+    one, compiled in memory at the first call of each process."""
+
+    def wrap(fn):
+        try:
+            return numba.njit(cache=True, nogil=True, **options)(fn)
+        except RuntimeError:  # pragma: no cover - no writable cache location
+            return numba.njit(cache=False, nogil=True, **options)(fn)
+
+    return wrap
+
+
 def _tapered_amplitude_numpy(
     pair: np.ndarray,
     nb: int,
@@ -50,7 +64,7 @@ def _tapered_amplitude_numpy(
 
 if HAVE_NUMBA:  # pragma: no branch
 
-    @numba.njit(cache=True, nogil=True)
+    @_jit()
     def _tapered_amplitude_numba(
         pair, nb, width, taper, has_taper, out, z0, x0
     ):  # pragma: no cover
@@ -120,7 +134,7 @@ def tapered_amplitude(
 
 if HAVE_NUMBA:  # pragma: no branch
 
-    @numba.njit(cache=True, nogil=True, error_model="numpy")
+    @_jit(error_model="numpy")
     def _outliers_numba(res, pi, pj, dots, z, sum_le_one):  # pragma: no cover
         nb, n_dir = res.shape  # voxel-major: one voxel's directions are contiguous
         n_pairs = pi.size
@@ -194,7 +208,7 @@ def remove_outliers_inplace(
 
 if HAVE_NUMBA:  # pragma: no branch
 
-    @numba.njit(cache=True, nogil=True)
+    @_jit()
     def _first_at_least(s, fx, real, limit, strict):  # pragma: no cover
         """First ``c`` with ``r(c) >= limit`` (``> limit`` if ``strict``); ``r`` grows with
         ``c`` (``fx >= 0`` increasing), so a binary search finds it."""
@@ -208,7 +222,7 @@ if HAVE_NUMBA:  # pragma: no branch
                 lo = mid + 1
         return lo
 
-    @numba.njit(cache=True, nogil=True)
+    @_jit()
     def _radial_filter_numba(block, fz, fy, fx, f, f_l, scale, pos, ramp_r):  # pragma: no cover
         nz, ny, nx = block.shape
         real = ramp_r.dtype.type
@@ -234,7 +248,7 @@ if HAVE_NUMBA:  # pragma: no branch
                     row[c] = row[c] * zero
         return count
 
-    @numba.njit(cache=True, nogil=True)
+    @_jit()
     def _scale_at_numba(block, pos, values, count):  # pragma: no cover
         for k in range(count):
             a, b, c = pos[k, 0], pos[k, 1], pos[k, 2]
@@ -272,3 +286,59 @@ class RadialLowPass:
             values *= t(scale)
             _scale_at_numba(block, self._pos, values, count)
         return True
+
+
+if HAVE_NUMBA:  # pragma: no branch
+
+    @_jit()
+    def _update_states_numba(
+        amp, mask_idx, st, res, thr, resolution, r_two_back
+    ):  # pragma: no cover
+        active = 0
+        for v in range(st.size):
+            if st[v] > 0:
+                if amp[mask_idx[v]] > thr:
+                    st[v] = 1
+                    res[v] = resolution
+                else:
+                    st[v] += 1
+                    if st[v] > 2:
+                        st[v] = 0
+                        res[v] = r_two_back
+                if st[v] > 0:
+                    active += 1
+        return active
+
+
+def update_states(
+    amp: np.ndarray,
+    mask_idx: np.ndarray,
+    st: np.ndarray,
+    res: np.ndarray,
+    thr: float,
+    resolution: float,
+    r_two_back: float,
+) -> int:
+    """One step of the per-voxel state machine (algorithm.md 1.6 and 2.8), in place.
+
+    Active voxels (``st > 0``) whose amplitude ``amp[mask_idx]`` exceeds ``thr`` take
+    ``resolution`` and state 1; the others count a failure, and at the third in a row finish
+    (state 0) with ``r_two_back``. Returns how many voxels are still active.
+    """
+    if HAVE_NUMBA and amp.flags.c_contiguous:
+        return int(
+            _update_states_numba(
+                amp.reshape(-1), mask_idx, st, res, float(thr), float(resolution), float(r_two_back)
+            )
+        )
+    active = st > 0
+    ok = amp.reshape(-1)[mask_idx] > thr
+    passed = active & ok
+    failed = active & ~ok
+    st[passed] = 1
+    res[passed] = resolution
+    st[failed] += 1
+    done = failed & (st > 2)
+    st[done] = 0
+    res[done] = r_two_back
+    return int(np.count_nonzero(st > 0))
