@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from monodir.core import fourier, kernels, summaries
-from monodir.core.directional import spatial_taper
+from monodir.core.directional import RadialTaper, spatial_taper
 from monodir.core.directions import angles_to_vectors, direction_set
 from monodir.core.monogenic import AmplitudeWorkspace
 
@@ -58,28 +58,61 @@ def test_tapered_amplitude_numba_equals_numpy(dtype, with_taper, monkeypatch):
     assert np.all(outs[0][:4] == 7.0) and np.all(outs[0][7:] == 7.0)  # other planes untouched
 
 
+@pytest.mark.parametrize("shape", [(20, 20, 20), (33, 33, 33), (16, 18, 14), (9, 11, 13)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_radial_taper_is_the_spatial_taper(shape, dtype):
+    taper = RadialTaper.build(shape, dtype=dtype)
+    want = spatial_taper(shape, dtype=dtype)
+    np.testing.assert_array_equal(taper.array(), want)
+    np.testing.assert_array_equal(np.asarray(taper), want)
+    np.testing.assert_array_equal(taper.column_support(), np.any(want != 0, axis=1))
+
+
 @pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("radial", [True, False])
 @pytest.mark.parametrize("n", [20, 33])
-def test_last_pass_with_taper_is_the_definition(n, compiled, monkeypatch):
+def test_last_pass_with_taper_is_the_definition(n, radial, compiled, monkeypatch):
     if compiled and not kernels.HAVE_NUMBA:
         pytest.skip("numba not installed")
     monkeypatch.setattr(kernels, "HAVE_NUMBA", compiled)
     shape = (n, n, n)
     rng = np.random.default_rng(n)
     ws = AmplitudeWorkspace(shape, np.float32)
+    given = RadialTaper.build(shape, dtype=np.float32) if radial else None
     taper = spatial_taper(shape, dtype=np.float32)
+    given = taper if given is None else given
     # the columns skipped are exactly those where the taper is 0 on every line along y
-    for z0, z1, x0, x1 in ws._slab_ranges(taper):
+    for z0, z1, x0, x1 in ws._slab_ranges(given):
         cols = np.any(taper[z0:z1] != 0, axis=(0, 1))
         assert cols[x0:x1].any() and not cols[:x0].any() and not cols[x1:].any()
     t = ws.partials(0)
     for _ in range(2):  # buffers and plans reused
         t[...] = rng.standard_normal(t.shape) + 1j * rng.standard_normal(t.shape)
-        ws.last_pass_amplitude(t, 1, taper)
+        ws.last_pass_amplitude(t, 1, given)
         z = np.fft.ifft(t.astype(np.complex128), axis=2, norm="forward")
         want = taper * np.sqrt(np.abs(z[0]) ** 2 + np.abs(z[1]) ** 2)
         np.testing.assert_allclose(ws.acc, want, rtol=0, atol=2e-6 * want.max())
         assert np.all(ws.acc[taper == 0] == 0)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_radial_taper_kernel_equals_array_taper(dtype, monkeypatch):
+    """Taper evaluated on the fly = the same taper read from its volume, compiled or not."""
+    rng = np.random.default_rng(4)
+    shape = (16, 16, 16)
+    real = np.empty(0, dtype).real.dtype
+    radial = RadialTaper.build(shape, dtype=real)
+    pair = _pair(rng, 5, 16, 12, dtype)
+    outs = []
+    for compiled in (True, False):
+        monkeypatch.setattr(kernels, "HAVE_NUMBA", compiled)
+        for taper in (radial, radial.array()):
+            out = np.full(shape, 7.0, dtype=real)
+            kernels.tapered_amplitude(pair, 5, 12, taper, out, 6, 2)
+            outs.append(out)
+    for other in outs[1:]:
+        np.testing.assert_array_equal(outs[0], other)
 
 
 @needs_numba

@@ -64,7 +64,8 @@ class DirectionalSetup:
     steps
         The frequency sweep.
     taper
-        Real-space taper applied to the amplitude, or ``None``.
+        Real-space taper applied to the amplitude (:class:`RadialTaper`, an array, or
+        ``None``).
     """
 
     shape: tuple[int, int, int]
@@ -83,7 +84,7 @@ class DirectionalSetup:
     r_particle: int
     r_limit: int
     steps: list[SweepStep]
-    taper: np.ndarray | None
+    taper: RadialTaper | np.ndarray | None
     info: dict = field(default_factory=dict)
 
     @property
@@ -105,6 +106,64 @@ class DirectionalSetup:
 
 class NoNoiseRegionError(ValueError):
     """Single-map mode needs a solvent shell around the protein; there is none."""
+
+
+@dataclass(frozen=True)
+class RadialTaper:
+    """:func:`spatial_taper` stored as its few distinct values instead of a whole volume.
+
+    The taper depends only on the integer squared distance ``r2`` of a voxel to the centre:
+    1 below ``lo = (c - width)^2``, 0 above ``hi = c^2``, and ``table[r2 - lo]`` in between
+    (values computed by :func:`spatial_taper`'s own formula). Compiled kernels evaluate it on
+    the fly (no volume to keep or to read); :meth:`array` (or ``np.asarray``) gives the volume,
+    equal to :func:`spatial_taper` bit for bit.
+    """
+
+    shape: tuple[int, int, int]
+    centre: tuple[int, int, int]
+    lo: int
+    hi: int
+    table: np.ndarray
+
+    @classmethod
+    def build(
+        cls, shape: tuple[int, int, int], width: int = N_SMOOTH, dtype: type = np.float64
+    ) -> RadialTaper:
+        c = shape[2] // 2
+        lo, hi = max(c - width, 0) ** 2, c * c
+        r = np.sqrt(np.arange(lo, hi + 1, dtype=np.float64))
+        table = np.ones(r.shape, dtype=dtype)
+        ramp = (r >= c - width) & (r <= c)
+        table[ramp] = 0.5 * (1.0 + np.cos(np.pi * (c - width - r[ramp]) / width))
+        centre = (shape[0] // 2, shape[1] // 2, shape[2] // 2)
+        return cls(tuple(shape), centre, lo, hi, table)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.table.dtype
+
+    def array(self) -> np.ndarray:
+        """The taper volume."""
+        r2 = radius2(self.shape)
+        out = np.ones(self.shape, dtype=self.dtype)
+        ramp = (r2 >= self.lo) & (r2 <= self.hi)
+        out[ramp] = self.table[r2[ramp] - self.lo]
+        out[r2 > self.hi] = 0.0
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        a = self.array()
+        return a if dtype is None else a.astype(dtype)
+
+    def column_support(self) -> np.ndarray:
+        """``(nz, nx)``: where the taper is not 0 somewhere on the line along y."""
+        cz, cy, cx = self.centre
+        dz = (np.arange(self.shape[0]) - cz)[:, None] ** 2
+        dx = (np.arange(self.shape[2]) - cx)[None, :] ** 2
+        dy_min = 0 if 0 <= cy < self.shape[1] else min(cy**2, (self.shape[1] - 1 - cy) ** 2)
+        nonzero = np.flatnonzero(self.table)
+        last = self.lo + int(nonzero[-1]) if nonzero.size else self.lo - 1
+        return dz + dx + dy_min <= last
 
 
 def spatial_taper(
@@ -219,7 +278,7 @@ def prepare_directional(
         r_particle=r_prot,
         r_limit=r_lim,
         steps=directional_sweep(n, voxel_size, resolution_step),
-        taper=spatial_taper(shape, dtype=dtype),
+        taper=RadialTaper.build(shape, dtype=dtype),
         info={"n_mask": int(mask_indices.size), "n_noise": int(noise_candidates.size)},
     )
 

@@ -291,7 +291,12 @@ class AmplitudeWorkspace:
         nz, ny, nx = self.shape
         plane = ny * nx * self.cdtype.itemsize
         nb = int(max(1, min(nz, (1 << 19) // plane)))
-        lines = None if taper is None else np.any(taper != 0, axis=1)  # (nz, nx)
+        if taper is None:
+            lines = None
+        elif hasattr(taper, "column_support"):
+            lines = taper.column_support()
+        else:
+            lines = np.any(taper != 0, axis=1)  # (nz, nx)
         ranges = []
         for z0 in range(0, nz, nb):
             z1 = min(z0 + nb, nz)
