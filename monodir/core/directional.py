@@ -477,11 +477,14 @@ def direction_resolution(
         if ns / max(setup.n_mask_ref, 1) < 0.025:
             break
         band = (step.freq, step.freq_high_pass, step.freq_low_pass)
-        amp = signal.amplitude(*band, taper=setup.taper, scratch=True)
+        # both sweeps return the workspace's one amplitude buffer: noise first (gathered),
+        # then the signal, which the state update reads in place
         if noise is not None:
             amp_n = noise.amplitude(*band, taper=setup.taper, scratch=True).reshape(-1)
             noise_vals = amp_n[noise_idx]
+            amp = signal.amplitude(*band, taper=setup.taper, scratch=True)
         else:
+            amp = signal.amplitude(*band, taper=setup.taper, scratch=True)
             noise_vals = amp.reshape(-1)[noise_idx]
         thr = percentile(noise_vals.astype(np.float32), setup.significance)
         if sweep_log is not None:
