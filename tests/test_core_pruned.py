@@ -54,6 +54,24 @@ def test_partial_inverse_then_last_pass_is_the_3d_inverse(shape, axes):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("axes", [(2, 0, 1), (0, 2, 1)])
+def test_partial_inverse_assign_overwrites_whatever_was_there(axes):
+    shape = (12, 10, 8)
+    rng = np.random.default_rng(11)
+    cdtype = np.complex128
+    pi = fourier.PartialInverse(shape, cdtype, plane_chunk=3)
+    targets = [rng.standard_normal(shape) + 1j for _ in range(2)]  # garbage, not zeros
+    flat, vals = _sparse(shape, 0.03, rng, cdtype)
+    k = np.unravel_index(flat, shape)
+    pi.add(targets, k, [vals, 1j * vals], axes, assign=True)
+    for b, scale in enumerate((1.0, 1j)):
+        dense = np.zeros(int(np.prod(shape)), complex)
+        dense[flat] = scale * vals
+        got = fourier.AxisInverse(targets[b], np.empty(shape, cdtype), axes[2]).run()
+        want = np.fft.ifftn(dense.reshape(shape), norm="forward")
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+
+
 def test_pruning_axes_prefers_few_lines_and_planes():
     shape = (32, 32, 32)
     # a thin rod of coefficients along x: lines along x are few, planes of constant kz few

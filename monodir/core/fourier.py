@@ -463,7 +463,11 @@ class PartialInverse:
         k: tuple[np.ndarray, np.ndarray, np.ndarray],
         values: list[np.ndarray],
         axes: tuple[int, int, int],
+        *,
+        assign: bool = False,
     ) -> None:
+        """Add (``assign=True``: write, and zero the planes not written) the partial
+        transform of the coefficients ``values`` at ``k`` to the targets."""
         from scipy import fft as sfft
 
         if len(targets) != self.n_targets or len(values) != self.n_targets:
@@ -503,7 +507,16 @@ class PartialInverse:
             for j, p in enumerate(planes[c0:c1].tolist()):
                 for b in range(nb):
                     view = views[b][p]
-                    np.add(view, slab[b, j], out=view)
+                    if assign:
+                        np.copyto(view, slab[b, j])
+                    else:
+                        np.add(view, slab[b, j], out=view)
+        if assign:
+            untouched = np.ones(self.shape[a3], dtype=bool)
+            untouched[planes] = False
+            for p in np.flatnonzero(untouched).tolist():
+                for b in range(nb):
+                    views[b][p] = 0
 
 
 # ---------------------------------------------------------------------------------------------

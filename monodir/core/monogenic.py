@@ -212,9 +212,10 @@ class AmplitudeWorkspace:
     def zin(self) -> np.ndarray:
         return self._inv.zin
 
-    def partials(self, slot: int) -> np.ndarray:
-        """Zeroed pair of partial-transform accumulators of a slot (for :class:`ShellSweep`):
-        a padded ``(2, nz, ny, nx)`` complex array.
+    def partials(self, slot: int, zero: bool = True) -> np.ndarray:
+        """Pair of partial-transform accumulators of a slot (for :class:`ShellSweep`): a
+        padded ``(2, nz, ny, nx)`` complex array, zeroed unless ``zero=False`` (the caller
+        then overwrites all of it).
 
         One slot per sweep alive at the same time (signal, half-map noise); the buffers are
         allocated once and reused.
@@ -222,7 +223,8 @@ class AmplitudeWorkspace:
         t = self._partials.get(slot)
         if t is None:
             t = self._partials[slot] = fourier.padded_empty((2, *self.shape), self.cdtype)
-        t.fill(0)
+        if zero:
+            t.fill(0)
         return t
 
     def _load(self, index: np.ndarray | None, values: np.ndarray) -> None:
@@ -398,7 +400,8 @@ class ShellSweep:
         self.c1 = (basis.spectrum * (g + basis.hx)).astype(ws.cdtype, copy=False)
         self.c2 = (basis.spectrum * (basis.hz - 1j * basis.hy)).astype(ws.cdtype, copy=False)
         self.axes = fourier.pruning_axes(self.k, ws.shape, last=(1,))
-        self.t = ws.partials(slot)
+        # not zeroed here: the first step writes every plane (ShellSweep.amplitude)
+        self.t = ws.partials(slot, zero=False)
         self.weights: np.ndarray | None = None
 
     def amplitude(
@@ -415,6 +418,7 @@ class ShellSweep:
         ws = self.ws
         w = high_pass(self.radius, f, f_h).astype(ws.dtype, copy=False)
         delta = w if self.weights is None else w - self.weights
+        first = self.weights is None
         self.weights = w
         sel = np.flatnonzero(delta)
         if sel.size:
@@ -424,7 +428,10 @@ class ShellSweep:
                 tuple(a[sel] for a in self.k),
                 [d * self.c1[sel], d * self.c2[sel]],
                 self.axes,
+                assign=first,  # the accumulators start from nothing: write, not add
             )
+        elif first:
+            self.t.fill(0)
         ws.last_pass_amplitude(self.t, self.axes[2], taper)
         out = ws._low_pass(f, f_l, nan_at_zero_width)
         return out if scratch else out.copy()
