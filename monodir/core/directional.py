@@ -142,14 +142,23 @@ class RadialTaper:
     def dtype(self) -> np.dtype:
         return self.table.dtype
 
-    def array(self) -> np.ndarray:
-        """The taper volume."""
-        r2 = radius2(self.shape)
-        out = np.ones(self.shape, dtype=self.dtype)
+    def block(self, z0: int, z1: int, x0: int, x1: int) -> np.ndarray:
+        """``array()[z0:z1, :, x0:x1]`` without building the whole volume."""
+        cz, cy, cx = self.centre
+        r2 = (
+            (np.arange(z0, z1) - cz)[:, None, None] ** 2
+            + (np.arange(self.shape[1]) - cy)[None, :, None] ** 2
+            + (np.arange(x0, x1) - cx)[None, None, :] ** 2
+        )
+        out = np.ones(r2.shape, dtype=self.dtype)
         ramp = (r2 >= self.lo) & (r2 <= self.hi)
         out[ramp] = self.table[r2[ramp] - self.lo]
         out[r2 > self.hi] = 0.0
         return out
+
+    def array(self) -> np.ndarray:
+        """The taper volume."""
+        return self.block(0, self.shape[0], 0, self.shape[2])
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         a = self.array()

@@ -37,6 +37,9 @@ def _jit(**options):
     return wrap
 
 
+_NO_TAPER = np.iinfo(np.int64).max
+
+
 def _tapered_amplitude_numpy(
     pair: np.ndarray,
     nb: int,
@@ -61,37 +64,6 @@ def _tapered_amplitude_numpy(
         dest *= taper if sliced else taper[z0:z1, :, x0:x1]
     out[z0:z1, :, :x0] = 0
     out[z0:z1, :, x1:nx] = 0
-
-
-if HAVE_NUMBA:  # pragma: no branch
-
-    @_jit()
-    def _tapered_amplitude_numba(
-        pair, nb, width, taper, has_taper, out, z0, x0
-    ):  # pragma: no cover
-        ny, nx = out.shape[1], out.shape[2]
-        x1 = x0 + width
-        for j in range(nb):
-            z = z0 + j
-            for y in range(ny):
-                a = pair[0, j, y]
-                b = pair[1, j, y]
-                o = out[z, y]
-                t = taper[z, y]
-                for x in range(x0):
-                    o[x] = 0.0
-                for i in range(width):
-                    p = a[i]
-                    q = b[i]
-                    s = p.real * p.real + p.imag * p.imag
-                    s = s + q.real * q.real
-                    s = s + q.imag * q.imag
-                    v = np.sqrt(s)
-                    if has_taper:
-                        v = v * t[x0 + i]
-                    o[x0 + i] = v
-                for x in range(x1, nx):
-                    o[x] = 0.0
 
 
 if HAVE_NUMBA:  # pragma: no branch
@@ -129,25 +101,6 @@ if HAVE_NUMBA:  # pragma: no branch
                     o[x] = 0.0
 
 
-def _taper_slab(taper, z0: int, z1: int, x0: int, x1: int) -> np.ndarray:
-    """``taper[z0:z1, :, x0:x1]`` of an array or of a radial taper (``table``, ``lo``,
-    ``hi``, ``centre``: see :class:`monodir.core.directional.RadialTaper`)."""
-    if isinstance(taper, np.ndarray):
-        return taper[z0:z1, :, x0:x1]
-    cz, cy, cx = taper.centre
-    ny = taper.shape[1]
-    r2 = (
-        (np.arange(z0, z1) - cz)[:, None, None] ** 2
-        + (np.arange(ny) - cy)[None, :, None] ** 2
-        + (np.arange(x0, x1) - cx)[None, None, :] ** 2
-    )
-    out = np.ones(r2.shape, dtype=taper.table.dtype)
-    ramp = (r2 >= taper.lo) & (r2 <= taper.hi)
-    out[ramp] = taper.table[r2[ramp] - taper.lo]
-    out[r2 > taper.hi] = 0.0
-    return out
-
-
 def tapered_amplitude(
     pair: np.ndarray,
     nb: int,
@@ -170,39 +123,26 @@ def tapered_amplitude(
     nb, width
         Planes and columns of ``pair`` in use.
     taper
-        C-contiguous real volume like ``out``, a radial taper
-        (:class:`monodir.core.directional.RadialTaper`: evaluated on the fly), or ``None``.
+        A radial taper (:class:`monodir.core.directional.RadialTaper`: evaluated on the fly,
+        compiled), ``None``, or a real volume like ``out`` (NumPy path).
     out
         C-contiguous real volume ``(nz, ny, nx)``.
     z0, x0
         Where the slab starts in ``out``.
     """
     radial = taper is not None and not isinstance(taper, np.ndarray)
-    if HAVE_NUMBA and radial and pair.flags.c_contiguous and out.flags.c_contiguous:
-        _radial_amplitude_numba(
-            pair,
-            nb,
-            width,
-            taper.table.astype(out.dtype, copy=False),
-            int(taper.lo),
-            int(taper.hi),
-            tuple(int(c) for c in taper.centre),
-            out,
-            z0,
-            x0,
-        )
+    compiled = HAVE_NUMBA and pair.flags.c_contiguous and out.flags.c_contiguous
+    if compiled and (radial or taper is None):
+        if taper is None:  # no taper: every r2 below the ramp (times 1, i.e. unchanged)
+            table, lo, hi, centre = np.ones(1, out.dtype), _NO_TAPER, _NO_TAPER, (0, 0, 0)
+        else:
+            table = taper.table.astype(out.dtype, copy=False)
+            lo, hi, centre = int(taper.lo), int(taper.hi), tuple(int(c) for c in taper.centre)
+        _radial_amplitude_numba(pair, nb, width, table, lo, hi, centre, out, z0, x0)
         return
     if radial:
-        taper_slab = _taper_slab(taper, z0, z0 + nb, x0, x0 + width)
+        taper_slab = taper.block(z0, z0 + nb, x0, x0 + width)
         _tapered_amplitude_numpy(pair, nb, width, taper_slab, out, z0, x0, sliced=True)
-        return
-    if HAVE_NUMBA and pair.flags.c_contiguous and out.flags.c_contiguous:
-        has_taper = taper is not None
-        if has_taper and not taper.flags.c_contiguous:
-            taper = np.ascontiguousarray(taper)
-        _tapered_amplitude_numba(
-            pair, nb, width, taper if has_taper else out, has_taper, out, z0, x0
-        )
         return
     _tapered_amplitude_numpy(pair, nb, width, taper, out, z0, x0)
 
