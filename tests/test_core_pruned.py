@@ -223,3 +223,19 @@ def test_repeated_direction_is_computed_once_and_copied(small_map):
     np.testing.assert_array_equal(matrix[1], matrix[0])
     np.testing.assert_array_equal(matrix[5], direction_resolution(setup, 5))
     assert calls[-1] == (47, 47)
+
+
+@pytest.mark.parametrize("compat", [False, True])
+def test_resolution_matrix_threads_equal_the_sequential_loop(small_map, compat):
+    """Two threads (each with its own workspace) give the sequential loop's bytes; the compat
+    fast set's repeated +z row is filled, and progress counts every row once."""
+    from monodir.core.directional import resolution_matrix
+
+    vol, mask = small_map
+    setup = prepare_directional(vol, mask, 1.0, fast=True, xmipp_compat=compat)
+    seen = []
+    threaded = resolution_matrix(setup, n_jobs=2, progress=lambda done, total: seen.append(done))
+    sequential = resolution_matrix(setup, n_jobs=1)
+    np.testing.assert_array_equal(threaded, sequential)
+    assert seen[-1] == setup.n_directions and seen == sorted(seen)
+    assert np.all(np.isfinite(threaded))
