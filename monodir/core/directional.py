@@ -27,7 +27,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from monodir.core import fourier, kernels
-from monodir.core.directions import angles_to_vectors, compare_angle, direction_set
+from monodir.core.directions import (
+    angles_to_vectors,
+    compare_angle,
+    degrees_acos,
+    direction_set,
+)
 from monodir.core.masks import percentile, prepare_states, radius2
 from monodir.core.monogenic import AmplitudeWorkspace, ShellSweep, SpectralBasis, workspace_for
 from monodir.core.results import DirectionalResult
@@ -408,10 +413,6 @@ def cone_basis(setup: DirectionalSetup, i: int) -> SpectralBasis:
     )
 
 
-def _degrees_acos(c: np.ndarray) -> np.ndarray:
-    return np.degrees(np.arccos(c))
-
-
 def noise_indices(setup: DirectionalSetup, i: int, chunk: int = 1 << 17) -> np.ndarray:
     """Background voxels inside the 45-degree real-space double cone about direction ``i``.
 
@@ -434,8 +435,8 @@ def noise_indices(setup: DirectionalSetup, i: int, chunk: int = 1 << 17) -> np.n
         norm_p = np.sqrt(px * px + py * py + pz * pz)
         with np.errstate(divide="ignore", invalid="ignore"):
             cos_p = (px * d[0] + py * d[1] + pz * d[2]) / norm_p
-        sel = compare_angle(cos_p, "<", NOISE_CONE_ANGLE, _degrees_acos, cos_a) | compare_angle(
-            cos_p, ">", 180.0 - NOISE_CONE_ANGLE, _degrees_acos, -cos_a
+        sel = compare_angle(cos_p, "<", NOISE_CONE_ANGLE, degrees_acos, cos_a) | compare_angle(
+            cos_p, ">", 180.0 - NOISE_CONE_ANGLE, degrees_acos, -cos_a
         )
         keep.append(cand[a : a + chunk][sel])
     return np.concatenate(keep) if keep else cand[:0]

@@ -339,6 +339,11 @@ def neighbour_pairs(vectors: np.ndarray, max_angle_deg: float, *, fold: bool) ->
     return np.argwhere(close)
 
 
+def degrees_acos(c: np.ndarray) -> np.ndarray:
+    """Angle in degrees of a cosine (the exact form :func:`compare_angle` falls back to)."""
+    return np.degrees(np.arccos(c))
+
+
 _ANGLE_OPS = {
     "<": np.less,
     "<=": np.less_equal,
@@ -351,8 +356,8 @@ def compare_angle(cos_v: np.ndarray, op: str, limit: float, angle, cos_limit: fl
     """``angle(cos_v) <op> limit`` decided mostly from the cosine.
 
     ``angle`` is the caller's exact, decreasing angle of a cosine (for example
-    ``lambda c: np.degrees(np.arccos(c))``) and ``cos_limit`` the cosine of ``limit``. Away
-    from ``cos_limit`` (by more than 1e-9) the answer follows from the cosine alone; within it,
+    :func:`degrees_acos`) and ``cos_limit`` the cosine of ``limit``. Away from ``cos_limit``
+    (by more than 1e-9) the answer follows from the cosine alone; within it,
     ``angle`` is evaluated, so exact ties classify as the definition does. A cosine outside
     ``[-1, 1]`` or NaN gives False, as a NaN angle would. The ``arccos`` calls drop from one
     per element to the few near the limit.

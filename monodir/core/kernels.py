@@ -44,11 +44,10 @@ def _tapered_amplitude_numpy(
     pair: np.ndarray,
     nb: int,
     width: int,
-    taper: np.ndarray | None,
+    taper_slab: np.ndarray | None,
     out: np.ndarray,
     z0: int,
     x0: int,
-    sliced: bool = False,
 ) -> None:
     ny, nx = out.shape[1], out.shape[2]
     z1, x1 = z0 + nb, x0 + width
@@ -60,8 +59,8 @@ def _tapered_amplitude_numpy(
     dest += re1 * re1
     dest += im1 * im1
     np.sqrt(dest, out=dest)
-    if taper is not None:
-        dest *= taper if sliced else taper[z0:z1, :, x0:x1]
+    if taper_slab is not None:
+        dest *= taper_slab
     out[z0:z1, :, :x0] = 0
     out[z0:z1, :, x1:nx] = 0
 
@@ -140,11 +139,13 @@ def tapered_amplitude(
             lo, hi, centre = int(taper.lo), int(taper.hi), tuple(int(c) for c in taper.centre)
         _radial_amplitude_numba(pair, nb, width, table, lo, hi, centre, out, z0, x0)
         return
-    if radial:
+    if taper is None:
+        taper_slab = None
+    elif radial:
         taper_slab = taper.block(z0, z0 + nb, x0, x0 + width)
-        _tapered_amplitude_numpy(pair, nb, width, taper_slab, out, z0, x0, sliced=True)
-        return
-    _tapered_amplitude_numpy(pair, nb, width, taper, out, z0, x0)
+    else:
+        taper_slab = taper[z0 : z0 + nb, :, x0 : x0 + width]
+    _tapered_amplitude_numpy(pair, nb, width, taper_slab, out, z0, x0)
 
 
 if HAVE_NUMBA:  # pragma: no branch
@@ -290,16 +291,22 @@ class RadialLowPass:
         """Filter ``block`` in place; ``False`` (nothing done) without numba."""
         if not HAVE_NUMBA:
             return False
-        if self._r.size < block.size:
-            self._pos = np.empty((block.size, 3), dtype=np.int32)
-            self._r = np.empty(block.size, dtype=self.dtype)
+        planes = 16  # the ramp buffers hold at most this many planes of the block
+        size = planes * block.shape[1] * block.shape[2]
+        if self._r.size < size:
+            self._pos = np.empty((size, 3), dtype=np.int32)
+            self._r = np.empty(size, dtype=self.dtype)
         t = self.dtype.type
         # NumPy compares a float32 array with a Python float in float32 (NEP 50): same here
-        count = _radial_filter_numba(block, fz, fy, fx, t(f), t(f_l), t(scale), self._pos, self._r)
-        if count:
-            values = ramp(self._r[:count])
-            values *= t(scale)
-            _scale_at_numba(block, self._pos, values, count)
+        for z0 in range(0, block.shape[0], planes):
+            part = block[z0 : z0 + planes]
+            count = _radial_filter_numba(
+                part, fz[z0 : z0 + planes], fy, fx, t(f), t(f_l), t(scale), self._pos, self._r
+            )
+            if count:
+                values = ramp(self._r[:count])
+                values *= t(scale)
+                _scale_at_numba(part, self._pos, values, count)
         return True
 
 

@@ -38,7 +38,12 @@ import math
 import numpy as np
 
 from monodir.core import kernels
-from monodir.core.directions import canonical_angles, compare_angle, neighbour_pairs
+from monodir.core.directions import (
+    canonical_angles,
+    compare_angle,
+    degrees_acos,
+    neighbour_pairs,
+)
 from monodir.core.masks import percentile, radius2
 from monodir.core.results import DirectionalResult
 
@@ -217,16 +222,17 @@ def remove_outliers(
     dots = np.einsum("pk,pk->p", directions[i], directions[j])
     if not xmipp_compat:
         dots = np.abs(dots)
-    # neighbour table: row d lists the pairs (i == d) in pair order, padded with a zero row
+    z = _z_sig(significance)
+    if kernels.remove_outliers_inplace(res, i, j, dots, z, xmipp_compat):
+        return res
+    # NumPy version. Neighbour table: row d lists the pairs (i == d) in pair order, padded
+    # with a zero row
     n_dir = res.shape[0]
     degree = np.bincount(i, minlength=n_dir)
     first = np.concatenate([[0], np.cumsum(degree)[:-1]])
     table = np.full((n_dir, max(int(degree.max()), 1)), i.size, dtype=np.int64)
     for d in range(n_dir):
         table[d, : degree[d]] = np.arange(first[d], first[d] + degree[d])
-    z = _z_sig(significance)
-    if kernels.remove_outliers_inplace(res, i, j, dots, z, xmipp_compat):
-        return res
     for a in range(0, res.shape[1], chunk):
         r = res[:, a : a + chunk]
         ri, rj = r[i], r[j]
@@ -253,10 +259,6 @@ def remove_outliers(
         bad &= r > 0
         r[bad] = -1.0
     return res
-
-
-def _degrees_acos(c: np.ndarray) -> np.ndarray:
-    return np.degrees(np.arccos(c))
 
 
 def _sorted_percentile(sorted_vals: np.ndarray, n: np.ndarray, p: float) -> np.ndarray:
@@ -329,8 +331,8 @@ def voxel_summaries(setup, block: np.ndarray, start: int) -> dict:
         # as degrees(arccos(cos_p)) <= 45 and >= 70, with arccos only near the limits
         c_rad = math.cos(math.radians(RADIAL_ANGLE))
         c_tan = math.cos(math.radians(TANGENTIAL_ANGLE))
-        rad_sel = valid & compare_angle(cos_p, "<=", RADIAL_ANGLE, _degrees_acos, c_rad)
-        tan_sel = valid & compare_angle(cos_p, ">=", TANGENTIAL_ANGLE, _degrees_acos, c_tan)
+        rad_sel = valid & compare_angle(cos_p, "<=", RADIAL_ANGLE, degrees_acos, c_rad)
+        tan_sel = valid & compare_angle(cos_p, ">=", TANGENTIAL_ANGLE, degrees_acos, c_tan)
         with np.errstate(invalid="ignore", divide="ignore"):
             radial = (resv * rad_sel).sum(axis=0) / rad_sel.sum(axis=0)
             azimuthal = (resv * tan_sel).sum(axis=0) / tan_sel.sum(axis=0)
