@@ -181,10 +181,11 @@ def test_state_update_numba_equals_numpy(monkeypatch):
 @needs_numba
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(("f", "f_l", "nan"), [(0.2, 0.27, False), (0.25, 0.25, True)])
-def test_low_pass_kernel_equals_numpy(dtype, f, f_l, nan, monkeypatch):
+@pytest.mark.parametrize("shape", [(16, 12, 16), (40, 12, 16)])  # 40: blocks of > 16 planes
+def test_low_pass_kernel_equals_numpy(shape, dtype, f, f_l, nan, monkeypatch):
     """The compiled low-pass multiplies by exactly ``scale * low_pass(|u|)`` (and, with a
-    zero-width ramp, gives NaN from the coefficients at ``|u| = f``, as Xmipp, quirk Q1)."""
-    shape = (16, 12, 16)  # |u| = 4/16 = 0.25 exactly on the grid
+    zero-width ramp, gives NaN from the coefficients at ``|u| = f``, as Xmipp, quirk Q1).
+    ``|u| = 4/16 = 0.25`` lies exactly on both grids."""
     rng = np.random.default_rng(2)
     x = rng.standard_normal(shape).astype(dtype)
     outs = []
