@@ -409,6 +409,16 @@ def pruning_axes(
     return best[1]
 
 
+def _run_starts(sorted_values: np.ndarray) -> np.ndarray:
+    """Indices where a run of equal values starts in a sorted, non-empty array (what
+    ``np.unique(..., return_index=True)`` gives for sorted input, without sorting again)."""
+    change = np.flatnonzero(sorted_values[1:] != sorted_values[:-1])
+    starts = np.empty(change.size + 1, dtype=np.intp)
+    starts[0] = 0
+    np.add(change, 1, out=starts[1:])
+    return starts
+
+
 class PartialInverse:
     """First two passes of a pruned inverse 3D DFT of sparse coefficients, added to targets.
 
@@ -465,9 +475,15 @@ class PartialInverse:
         axes: tuple[int, int, int],
         *,
         assign: bool = False,
+        key: np.ndarray | None = None,
     ) -> None:
         """Add (``assign=True``: write, and zero the planes not written) the partial
-        transform of the coefficients ``values`` at ``k`` to the targets."""
+        transform of the coefficients ``values`` at ``k`` to the targets.
+
+        ``key``, if given, is ``k[a3] * n_a2 + k[a2]`` of
+        coefficients already in increasing order of it (:class:`ShellSweep` sorts its basis
+        once), which saves sorting them at every call; the result is the same.
+        """
         from scipy import fft as sfft
 
         if len(targets) != self.n_targets or len(values) != self.n_targets:
@@ -475,21 +491,34 @@ class PartialInverse:
         a1, a2, a3 = axes
         n1, n2 = self.shape[a1], self.shape[a2]
         nb = self.n_targets
-        key = k[a3].astype(np.int64) * n2 + k[a2]
-        order = np.argsort(key, kind="stable")
-        key = key[order]
-        k1 = k[a1][order]
-        values = [v[order] for v in values]
-        plane_of = key // n2
-        planes, starts = np.unique(plane_of, return_index=True)
-        bounds = [*starts.tolist(), key.size]
+        if key is None:
+            key = k[a3].astype(np.int64) * n2 + k[a2]
+            order = np.argsort(key, kind="stable")
+            key = key[order]
+            k1 = k[a1][order]
+            values = [v[order] for v in values]
+        else:
+            k1 = k[a1]
+        if key.size == 0:
+            planes = np.empty(0, dtype=np.int64)
+            bounds = [0]
+        else:
+            plane_of = key // n2
+            starts = _run_starts(plane_of)
+            planes = plane_of[starts]
+            bounds = [*starts.tolist(), key.size]
         views = [np.moveaxis(t, (a3, a2, a1), (0, 1, 2)) for t in targets]
         chunk = self.plane_chunk
         for c0 in range(0, planes.size, chunk):
             c1 = min(c0 + chunk, planes.size)
             lo, hi = bounds[c0], bounds[c1]
             # pass 1: the lines (k_a3, k_a2) of this group of planes that hold coefficients
-            line_keys, line_of = np.unique(key[lo:hi], return_inverse=True)
+            seg = key[lo:hi]
+            first = _run_starts(seg)
+            line_keys = seg[first]
+            line_of = np.zeros(seg.size, dtype=np.intp)
+            line_of[first[1:]] = 1
+            np.cumsum(line_of, out=line_of)
             lines = np.zeros((nb, line_keys.size, n1), dtype=self.cdtype)
             for b in range(nb):
                 lines[b, line_of, k1[lo:hi]] = values[b][lo:hi]

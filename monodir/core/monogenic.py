@@ -400,6 +400,17 @@ class ShellSweep:
         self.c1 = (basis.spectrum * (g + basis.hx)).astype(ws.cdtype, copy=False)
         self.c2 = (basis.spectrum * (basis.hz - 1j * basis.hy)).astype(ws.cdtype, copy=False)
         self.axes = fourier.pruning_axes(self.k, ws.shape, last=(1,))
+        # coefficients sorted once by (plane, line) of the pruned inverse: every shell is
+        # then a sorted subset, and PartialInverse.add need not sort it again
+        _, a2, a3 = self.axes
+        key = self.k[a3].astype(np.int64) * ws.shape[a2] + self.k[a2]
+        order = np.argsort(key, kind="stable")
+        self.key = key[order]
+        del key
+        self.k = tuple(a[order] for a in self.k)
+        self.c1, self.c2 = self.c1[order], self.c2[order]
+        self.radius = self.radius[order]
+        del order
         # not zeroed here: the first step writes every plane (ShellSweep.amplitude)
         self.t = ws.partials(slot, zero=False)
         self.weights: np.ndarray | None = None
@@ -429,6 +440,7 @@ class ShellSweep:
                 [d * self.c1[sel], d * self.c2[sel]],
                 self.axes,
                 assign=first,  # the accumulators start from nothing: write, not add
+                key=self.key[sel],
             )
         elif first:
             self.t.fill(0)
