@@ -72,6 +72,14 @@ def cliff_radius(volume: np.ndarray, r2: np.ndarray, r_prot: int) -> tuple[int, 
     return rmax, False
 
 
+def normal_quantile(p: float) -> float:
+    """Standard normal quantile of ``p`` (``scipy.stats.norm.ppf``, via ``scipy.special``,
+    which imports in a fraction of the time)."""
+    from scipy.special import ndtri
+
+    return float(ndtri(p))
+
+
 def percentile(values: np.ndarray, p: float) -> float:
     """Xmipp's empirical percentile ``sorted(values)[int(n*p)]`` (algorithm.md 0.5).
 

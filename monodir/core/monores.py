@@ -12,10 +12,9 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from scipy.stats import norm
 
 from monodir.core import fourier
-from monodir.core.masks import percentile, prepare_states
+from monodir.core.masks import normal_quantile, percentile, prepare_states
 from monodir.core.monogenic import AmplitudeWorkspace, full_basis
 from monodir.core.results import MonoResResult
 from monodir.core.sweep import monores_sweep
@@ -124,7 +123,7 @@ def monores(
         state[(state >= 1) & (smooth < t0)] = 0
         n_mask = int((state >= 1).sum())
 
-    z_sig = float(norm.ppf(significance))
+    z_sig = normal_quantile(significance)
     steps = monores_sweep(n, voxel_size, low_resolution, step)
     res = np.zeros(shape, dtype=np.float64)
     tested: list[float] = []

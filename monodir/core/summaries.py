@@ -44,7 +44,7 @@ from monodir.core.directions import (
     degrees_acos,
     neighbour_pairs,
 )
-from monodir.core.masks import percentile, radius2
+from monodir.core.masks import normal_quantile, percentile, radius2
 from monodir.core.results import DirectionalResult
 
 #: Neighbour angle for the outlier test (degrees).
@@ -56,12 +56,6 @@ TANGENTIAL_ANGLE = 70.0
 #: A direction is "preferred" at a voxel when within this many Å of the voxel's best value.
 PREFERRED_TOLERANCE = 0.1
 VOXEL_MAPS = ("highest", "lowest", "doa", "mean_doa", "radial", "azimuthal", "anisotropy")
-
-
-def _z_sig(p: float) -> float:
-    from scipy.special import ndtri  # the standard normal quantile (scipy.stats' norm.ppf)
-
-    return float(ndtri(p))
 
 
 # --------------------------------------------------------------------------- xmipp_compat
@@ -222,7 +216,7 @@ def remove_outliers(
     dots = np.einsum("pk,pk->p", directions[i], directions[j])
     if not xmipp_compat:
         dots = np.abs(dots)
-    z = _z_sig(significance)
+    z = normal_quantile(significance)
     if kernels.remove_outliers_inplace(res, i, j, dots, z, xmipp_compat):
         return res
     # NumPy version. Neighbour table: row d lists the pairs (i == d) in pair order, padded
