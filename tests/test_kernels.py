@@ -97,22 +97,35 @@ def test_last_pass_with_taper_is_the_definition(n, radial, compiled, monkeypatch
 
 @needs_numba
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
-def test_radial_taper_kernel_equals_array_taper(dtype, monkeypatch):
-    """Taper evaluated on the fly = the same taper read from its volume, compiled or not."""
+@pytest.mark.parametrize(
+    ("shape", "z0", "x0", "width"),
+    [
+        ((16, 16, 16), 6, 2, 12),
+        ((16, 16, 16), 4, 0, 16),  # rows entirely inside, crossing and outside the sphere
+        ((33, 33, 33), 11, 5, 20),  # odd box: centre 16
+        ((20, 18, 22), 3, 9, 13),  # slab starting right of the centre column
+        ((20, 18, 22), 12, 3, 6),  # slab ending left of it
+    ],
+)
+def test_radial_taper_kernel_equals_array_taper(dtype, shape, z0, x0, width, monkeypatch):
+    """Taper evaluated on the fly = the same taper read from its volume, compiled or not
+    (the compiled kernel skips the inside of the sphere row by row)."""
     rng = np.random.default_rng(4)
-    shape = (16, 16, 16)
+    nb = min(5, shape[0] - z0)
     real = np.empty(0, dtype).real.dtype
     radial = RadialTaper.build(shape, dtype=real)
-    pair = _pair(rng, 5, 16, 12, dtype)
+    pair = _pair(rng, nb, shape[1], width, dtype)
     outs = []
     for compiled in (True, False):
         monkeypatch.setattr(kernels, "HAVE_NUMBA", compiled)
         for taper in (radial, radial.array()):
             out = np.full(shape, 7.0, dtype=real)
-            kernels.tapered_amplitude(pair, 5, 12, taper, out, 6, 2)
+            kernels.tapered_amplitude(pair, nb, width, taper, out, z0, x0)
             outs.append(out)
     for other in outs[1:]:
         np.testing.assert_array_equal(outs[0], other)
+    t = radial.array()[z0 : z0 + nb, :, x0 : x0 + width]
+    assert (t == 1).any() and (t < 1).any()  # the case mixes inside and ramp/outside
 
 
 @needs_numba

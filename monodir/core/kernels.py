@@ -82,22 +82,37 @@ if HAVE_NUMBA:  # pragma: no branch
                 base = (z - cz) * (z - cz) + (y - cy) * (y - cy)
                 for x in range(x0):
                     o[x] = 0.0
-                for i in range(width):
+                for i in range(width):  # no branch: vectorised
                     p = a[i]
                     q = b[i]
                     s = p.real * p.real + p.imag * p.imag
                     s = s + q.real * q.real
                     s = s + q.imag * q.imag
-                    v = np.sqrt(s)
-                    dx = x0 + i - cx
-                    r2 = base + dx * dx
-                    if r2 > hi:
-                        v = v * zero
-                    elif r2 >= lo:
-                        v = v * table[r2 - lo]
-                    o[x0 + i] = v  # (times 1 inside: unchanged)
+                    o[x0 + i] = np.sqrt(s)
                 for x in range(x1, nx):
                     o[x] = 0.0
+                # the taper: 1 (nothing to do) where r2 < lo, i.e. |dx| <= m with the largest
+                # m such that m^2 < lo - base; the table or 0 on the rest of the row
+                ia, ib = 0, 0
+                dmax = max(abs(x0 - cx), abs(x1 - 1 - cx))
+                if dmax * dmax < lo - base:  # the whole row inside (or no taper at all)
+                    ia, ib = 0, width
+                elif lo - base > 0:
+                    m = int(np.sqrt(float(lo - base)))
+                    while m > 0 and m * m >= lo - base:
+                        m -= 1
+                    while (m + 1) * (m + 1) < lo - base:
+                        m += 1
+                    ia = min(max(cx - m - x0, 0), width)
+                    ib = min(max(cx + m + 1 - x0, ia), width)
+                for i in range(ia):
+                    dx = x0 + i - cx
+                    r2 = base + dx * dx
+                    o[x0 + i] = o[x0 + i] * (zero if r2 > hi else table[r2 - lo])
+                for i in range(ib, width):
+                    dx = x0 + i - cx
+                    r2 = base + dx * dx
+                    o[x0 + i] = o[x0 + i] * (zero if r2 > hi else table[r2 - lo])
 
 
 def tapered_amplitude(
