@@ -80,7 +80,7 @@ def test_partial_inverse_presorted_key_gives_the_same_bits(axes, assign):
     shape = (12, 10, 8)
     rng = np.random.default_rng(5 + axes[0])
     cdtype = np.complex64
-    a1, a2, a3 = axes
+    _, a2, a3 = axes
     flat, vals = _sparse(shape, 0.2, rng, cdtype)
     flat = rng.permutation(flat)  # arbitrary order for the plain call
     k = np.unravel_index(flat, shape)

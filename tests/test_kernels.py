@@ -209,3 +209,59 @@ def test_low_pass_kernel_equals_numpy(shape, dtype, f, f_l, nan, monkeypatch):
         outs.append(ws._low_pass(f, f_l, nan).copy())
     np.testing.assert_array_equal(outs[0], outs[1])
     assert np.isnan(outs[0]).any() == nan
+
+
+def _unit(v):
+    v = np.asarray(v, dtype=np.float64)
+    return v / np.linalg.norm(v)
+
+
+# axis-aligned and diagonal directions put many grid points exactly on the cone limits
+_CONE_DIRECTIONS = [(0, 0, 1), (1, 0, 0), (1, 1, 0), (1, 1, 1), (0.3, -0.5, 0.81)]
+
+
+@needs_numba
+@pytest.mark.parametrize("shape", [(16, 16, 16), (15, 17, 13)])
+@pytest.mark.parametrize("d", _CONE_DIRECTIONS)
+@pytest.mark.parametrize("tie_angle", [False, True])
+def test_cone_half_numba_equals_numpy(shape, d, tie_angle, monkeypatch):
+    from monodir.core import directional
+    from monodir.core.directional import _cone_half
+
+    if tie_angle:  # an aperture that grid points hit exactly (|u_z| = 2 |u_x|): arccos decides
+        monkeypatch.setattr(directional, "CONE_ANGLE", float(np.degrees(np.arctan(0.5))))
+    d = _unit(d)
+    got = _cone_half(shape, d)
+    monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
+    want = _cone_half(shape, d)
+    assert got.dtype == bool and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    assert want.any() and not want.all()
+
+
+@needs_numba
+@pytest.mark.parametrize("compat", [False, True])
+@pytest.mark.parametrize("d", _CONE_DIRECTIONS)
+def test_noise_cone_numba_equals_numpy(compat, d, monkeypatch):
+    """Compiled noise cone = NumPy's, ties at exactly 45 and 135 degrees included."""
+    from types import SimpleNamespace
+
+    from monodir.core.directional import noise_indices
+
+    shape = (14, 16, 15)
+    rng = np.random.default_rng(9)
+    # every voxel, the centre included (a zero vector), in shuffled and in sorted order
+    cand = np.arange(int(np.prod(shape)), dtype=np.int32)
+    for order in (cand, rng.permutation(cand)):
+        setup = SimpleNamespace(
+            shape=shape,
+            noise_candidates=order,
+            xmipp_compat=compat,
+            directions=np.array([_unit(d)]),
+        )
+        got = noise_indices(setup, 0)
+        monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
+        want = noise_indices(setup, 0, chunk=97)
+        monkeypatch.setattr(kernels, "HAVE_NUMBA", True)
+        np.testing.assert_array_equal(got, want)
+        assert 0 < want.size < cand.size

@@ -347,8 +347,18 @@ def _cone_half(shape: tuple[int, int, int], d: np.ndarray, slab: int = 16) -> np
     fx = (np.arange(nh) / nx)[None, None, :]
     limit = np.deg2rad(CONE_ANGLE)
     cos_limit = float(np.cos(limit))
-    out = np.empty((nz, ny, nh), dtype=bool)
     fz_all = fourier.axis_frequencies(nz)
+    codes = kernels.cone_half_codes(fz_all, fy.ravel(), fx.ravel(), d, cos_limit)
+    if codes is not None:  # compiled; the few cosines at the limit are decided here
+        a, b, c = np.nonzero(codes == 2)
+        if a.size:
+            fza, fyb, fxc = fz_all[a], fy.ravel()[b], fx.ravel()[c]
+            r = np.sqrt(fza * fza + fyb * fyb + fxc * fxc)
+            dot = np.abs(fxc * d[0] + fyb * d[1] + fza * d[2])
+            cosang = np.clip(dot / r, -1.0, 1.0)
+            codes[a, b, c] = compare_angle(cosang, "<=", limit, np.arccos, cos_limit)
+        return codes.view(bool)
+    out = np.empty((nz, ny, nh), dtype=bool)
     for z0 in range(0, nz, slab):
         fz = fz_all[z0 : z0 + slab][:, None, None]
         r = np.sqrt(fz * fz + fy * fy + fx * fx)
@@ -426,20 +436,30 @@ def noise_indices(setup: DirectionalSetup, i: int, chunk: int = 1 << 17) -> np.n
         c = np.array([shape[2] // 2, shape[1] // 2, shape[0] // 2], dtype=np.float64)
     d = setup.directions[i]
     cos_a = math.cos(math.radians(NOISE_CONE_ANGLE))
+    codes = kernels.noise_cone_codes(cand, shape, c, d, cos_a)
+    if codes is not None:  # compiled; the few cosines at a limit are decided here
+        near = np.flatnonzero(codes == 2)
+        if near.size:
+            codes[near] = _noise_cone_numpy(cand[near], shape, c, d, cos_a)
+        return cand[codes.view(bool)]
     keep = []
     for a in range(0, cand.size, chunk):
-        part = cand[a : a + chunk].astype(np.int64)
-        kz, rem = np.divmod(part, shape[1] * shape[2])
-        ky, kx = np.divmod(rem, shape[2])
-        px, py, pz = kx - c[0], ky - c[1], kz - c[2]
-        norm_p = np.sqrt(px * px + py * py + pz * pz)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cos_p = (px * d[0] + py * d[1] + pz * d[2]) / norm_p
-        sel = compare_angle(cos_p, "<", NOISE_CONE_ANGLE, degrees_acos, cos_a) | compare_angle(
-            cos_p, ">", 180.0 - NOISE_CONE_ANGLE, degrees_acos, -cos_a
-        )
-        keep.append(cand[a : a + chunk][sel])
+        part = cand[a : a + chunk]
+        keep.append(part[_noise_cone_numpy(part, shape, c, d, cos_a)])
     return np.concatenate(keep) if keep else cand[:0]
+
+
+def _noise_cone_numpy(part: np.ndarray, shape, c: np.ndarray, d: np.ndarray, cos_a: float):
+    """Which flat voxel indices ``part`` lie inside the 45-degree double cone about ``d``."""
+    kz, rem = np.divmod(part.astype(np.int64), shape[1] * shape[2])
+    ky, kx = np.divmod(rem, shape[2])
+    px, py, pz = kx - c[0], ky - c[1], kz - c[2]
+    norm_p = np.sqrt(px * px + py * py + pz * pz)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos_p = (px * d[0] + py * d[1] + pz * d[2]) / norm_p
+    return compare_angle(cos_p, "<", NOISE_CONE_ANGLE, degrees_acos, cos_a) | compare_angle(
+        cos_p, ">", 180.0 - NOISE_CONE_ANGLE, degrees_acos, -cos_a
+    )
 
 
 def direction_resolution(

@@ -379,3 +379,109 @@ def update_states(
     st[done] = 0
     res[done] = r_two_back
     return int(np.count_nonzero(st > 0))
+
+
+# ------------------------------------------------------------------ angle classification
+# Both kernels below decide "angle <op> limit" from the cosine as
+# monodir.core.directions.compare_angle does, and leave the elements within 1e-9 of the
+# limit (code 2) to the caller, which evaluates the angle itself with NumPy's arccos.
+
+if HAVE_NUMBA:  # pragma: no branch
+
+    @_jit(error_model="numpy")
+    def _cone_half_numba(fz, fy, fx, d0, d1, d2, cos_limit, out):  # pragma: no cover
+        lim_in = cos_limit + 1e-9
+        row = np.empty(fx.size)
+        for a in range(fz.size):
+            for b in range(fy.size):
+                s = fz[a] * fz[a] + fy[b] * fy[b]
+                for c in range(fx.size):  # no branch: vectorised (u = 0 gives NaN: code 0)
+                    r = np.sqrt(s + fx[c] * fx[c])
+                    row[c] = abs(fx[c] * d0 + fy[b] * d1 + fz[a] * d2) / r
+                for c in range(fx.size):
+                    cosang = min(row[c], 1.0)
+                    code = 0
+                    if abs(cosang - cos_limit) <= 1e-9:
+                        code = 2
+                    elif cosang > lim_in:
+                        code = 1
+                    out[a, b, c] = code
+
+    @_jit()
+    def _noise_cone_numba(cand, ny, nx, c0, c1, c2, d0, d1, d2, cos_a, out):  # pragma: no cover
+        plane = ny * nx
+        neg = -cos_a
+        lim_small = cos_a + 1e-9  # angle < 45 degrees: cosine above this
+        lim_large = neg - 1e-9  # angle > 135 degrees: cosine below this
+        kz = -1
+        zb = 0
+        ky = 0
+        yb = 0
+        for t in range(cand.size):
+            p = np.int64(cand[t])
+            if kz < 0 or p < zb or p >= zb + plane:  # divisions only where the plane changes
+                kz = p // plane
+                zb = kz * plane
+                ky = -1
+            rem = p - zb
+            if ky < 0 or rem < yb or rem >= yb + nx:  # or the row
+                ky = rem // nx
+                yb = ky * nx
+            kx = rem - yb
+            px = kx - c0
+            py = ky - c1
+            pz = kz - c2
+            norm_p = np.sqrt(px * px + py * py + pz * pz)
+            cos_p = (px * d0 + py * d1 + pz * d2) / norm_p if norm_p != 0 else np.nan
+            code = 0
+            if cos_p >= -1.0 and cos_p <= 1.0:
+                if cos_p > lim_small or cos_p < lim_large:
+                    code = 1
+            if abs(cos_p - cos_a) <= 1e-9 or abs(cos_p - neg) <= 1e-9:
+                code = 2
+            out[t] = code
+
+
+def cone_half_codes(fz, fy, fx, d, cos_limit: float) -> np.ndarray | None:
+    """Half-grid codes of the double cone about ``d``: 1 inside (angle of ``|u . d| / |u|``
+    below the limit), 0 outside or ``u = 0``, 2 within 1e-9 of ``cos_limit`` (left to the
+    caller); ``None`` without numba. Same float64 operations as
+    :func:`monodir.core.directional._cone_half`."""
+    if not HAVE_NUMBA:
+        return None
+    out = np.empty((fz.size, fy.size, fx.size), dtype=np.uint8)
+    _cone_half_numba(
+        np.ascontiguousarray(fz, dtype=np.float64),
+        np.ascontiguousarray(fy, dtype=np.float64),
+        np.ascontiguousarray(fx, dtype=np.float64),
+        float(d[0]),
+        float(d[1]),
+        float(d[2]),
+        float(cos_limit),
+        out,
+    )
+    return out
+
+
+def noise_cone_codes(cand, shape, centre, d, cos_a: float) -> np.ndarray | None:
+    """Per-candidate codes of the real-space double cone about ``d``: 1 when the angle of
+    ``p - centre`` to ``d`` is below 45 degrees or above 135 (``cos_a`` = cos 45), 0 when not
+    (or ``p = centre``), 2 within 1e-9 of either limit (left to the caller); ``None`` without
+    numba. Same float64 operations as :func:`monodir.core.directional.noise_indices`."""
+    if not HAVE_NUMBA:
+        return None
+    out = np.empty(cand.size, dtype=np.uint8)
+    _noise_cone_numba(
+        cand,
+        int(shape[1]),
+        int(shape[2]),
+        float(centre[0]),
+        float(centre[1]),
+        float(centre[2]),
+        float(d[0]),
+        float(d[1]),
+        float(d[2]),
+        float(cos_a),
+        out,
+    )
+    return out
