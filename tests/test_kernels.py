@@ -265,3 +265,47 @@ def test_noise_cone_numba_equals_numpy(compat, d, monkeypatch):
         monkeypatch.setattr(kernels, "HAVE_NUMBA", True)
         np.testing.assert_array_equal(got, want)
         assert 0 < want.size < cand.size
+
+
+@needs_numba
+@pytest.mark.parametrize("fast", [False, True])
+def test_voxel_summaries_numba_equals_numpy(fast, monkeypatch):
+    """Compiled per-voxel summaries (default mode) = the NumPy version, bit for bit: outliers,
+    empty voxels, ties in the sort, and voxels on exact 45/70-degree radial limits."""
+    from types import SimpleNamespace
+
+    dirs = angles_to_vectors(direction_set(fast, xmipp_compat=False))
+    dirs = dirs.copy()
+    dirs[0] = (0.0, 0.0, 1.0)  # positions (a, 0, a) sit exactly at 45 degrees from it
+    shape = (24, 22, 20)
+    rng = np.random.default_rng(12)
+    # every voxel of the box, the centre (a zero position) and exact-tie positions included
+    idx = np.arange(int(np.prod(shape)), dtype=np.int64)
+    setup = SimpleNamespace(
+        xmipp_compat=False,
+        directions=dirs,
+        significance=0.95,
+        shape=shape,
+        mask_indices=idx,
+    )
+    levels = np.array([2.5, 3.0, 3.5, 4.0, 6.0, 9.0], dtype=np.float32)
+    block = rng.choice(levels, size=(len(dirs), idx.size)).astype(np.float32)
+    block[:, ::5] = block[0, ::5]  # isotropic voxels: ties everywhere
+    block[:, 1::97] = 0.0  # voxels with no valid direction
+    block[rng.random(block.shape) < 0.05] = np.nan
+    start = 3000
+    part = block[:, start : start + 5000]
+    got = summaries.voxel_summaries(setup, part, start)
+    monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
+    want = summaries.voxel_summaries(setup, part, start)
+    assert got.keys() == want.keys()
+    for key in want:
+        g, w = np.asarray(got[key]), np.asarray(want[key])
+        assert g.dtype == w.dtype and g.shape == w.shape, key
+        assert g.tobytes() == w.tobytes(), key
+    # the tie voxels exist in this block, and the empty ones
+    z, rem = np.divmod(idx[start : start + 5000], shape[1] * shape[2])
+    y, x = np.divmod(rem, shape[2])
+    dx, dy, dz = x - shape[2] // 2, y - shape[1] // 2, z - shape[0] // 2
+    assert np.any((dy == 0) & (np.abs(dx) == np.abs(dz)) & (dz != 0))
+    assert np.any(np.asarray(want["highest"]) == 0.0)

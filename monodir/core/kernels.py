@@ -225,16 +225,29 @@ def remove_outliers_inplace(
     if not HAVE_NUMBA:
         return False
     voxel_major = np.ascontiguousarray(res.T)
+    outliers_voxel_major(voxel_major, pair_i, pair_j, dots, z, sum_le_one)
+    res[...] = voxel_major.T
+    return True
+
+
+def outliers_voxel_major(
+    vm: np.ndarray,
+    pair_i: np.ndarray,
+    pair_j: np.ndarray,
+    dots: np.ndarray,
+    z: float,
+    sum_le_one: bool,
+) -> None:
+    """:func:`remove_outliers_inplace` on voxel-major ``(nb, D)`` float64 resolutions (numba
+    only)."""
     _outliers_numba(
-        voxel_major,
+        vm,
         np.ascontiguousarray(pair_i, dtype=np.int64),
         np.ascontiguousarray(pair_j, dtype=np.int64),
         np.ascontiguousarray(dots, dtype=np.float64),
         float(z),
         bool(sum_le_one),
     )
-    res[...] = voxel_major.T
-    return True
 
 
 if HAVE_NUMBA:  # pragma: no branch
@@ -485,3 +498,122 @@ def noise_cone_codes(cand, shape, centre, d, cos_a: float) -> np.ndarray | None:
         out,
     )
     return out
+
+
+# ------------------------------------------------------------------ per-voxel summaries
+
+if HAVE_NUMBA:  # pragma: no branch
+
+    @_jit(error_model="numpy")
+    def _summaries_numba(
+        vm, srt, dirs, px, py, pz, norm_p, c_rad, c_tan, tol, maps, resv_t, prefv_t, counts, near
+    ):  # pragma: no cover
+        nb, n_dir = vm.shape
+        q = np.empty(4)
+        tile = 64  # voxels per tile: the direction-major outputs are written tile-wise
+        rbuf = np.empty((tile, n_dir))
+        pbuf = np.empty((tile, n_dir))
+        rad_in = c_rad + 1e-9
+        tan_in = c_tan - 1e-9
+        for v0 in range(0, nb, tile):
+            v1 = min(v0 + tile, nb)
+            for v in range(v0, v1):
+                r = vm[v]
+                n = 0
+                for d in range(n_dir):
+                    if r[d] > 0:
+                        n += 1
+                last = max(n - 1, 0)
+                for t, p in enumerate((0.05, 0.95, 0.17, 0.83)):
+                    q[t] = srt[v, min(np.int64(n * p), last)]
+                if n == 0:
+                    highest = lowest = doa = mean_doa = aniso = 0.0
+                else:
+                    highest, lowest = q[0], q[1]
+                    doa = 0.5 * (q[3] - q[2])
+                    mean_doa = 0.5 * (highest + lowest)
+                    aniso = (q[3] - q[2]) / (q[3] + q[2])
+                rsum = 0.0
+                tsum = 0.0
+                rcnt = 0
+                tcnt = 0
+                for d in range(n_dir):
+                    ok = r[d] > 0
+                    dot = dirs[d, 0] * px[v] + dirs[d, 1] * py[v] + dirs[d, 2] * pz[v]
+                    cos_p = abs(dot) / norm_p[v]
+                    in_range = cos_p >= -1.0 and cos_p <= 1.0
+                    if abs(cos_p - c_rad) <= 1e-9 or abs(cos_p - c_tan) <= 1e-9:
+                        near[v] = True  # decided by the caller with NumPy's arccos
+                    if ok and in_range and cos_p > rad_in:
+                        rsum += r[d]
+                        rcnt += 1
+                    if ok and in_range and cos_p < tan_in:
+                        tsum += r[d]
+                        tcnt += 1
+                    rbuf[v - v0, d] = r[d] if ok else 0.0
+                    if ok and abs(r[d] - highest) <= tol:
+                        pbuf[v - v0, d] = r[d]
+                        counts[0, d] += 1
+                    else:
+                        pbuf[v - v0, d] = 0.0
+                    if ok:
+                        counts[1, d] += 1
+                maps[0, v] = highest
+                maps[1, v] = lowest
+                maps[2, v] = doa
+                maps[3, v] = mean_doa
+                maps[4, v] = aniso
+                maps[5, v] = rsum / rcnt if rcnt > 0 else mean_doa
+                maps[6, v] = tsum / tcnt if tcnt > 0 else mean_doa
+            for d in range(n_dir):
+                for v in range(v0, v1):
+                    resv_t[d, v] = rbuf[v - v0, d]
+                    prefv_t[d, v] = pbuf[v - v0, d]
+
+
+def voxel_summary_maps(
+    vm: np.ndarray,
+    dirs: np.ndarray,
+    pos: tuple[np.ndarray, np.ndarray, np.ndarray],
+    norm_p: np.ndarray,
+    cos_radial: float,
+    cos_tangential: float,
+    tolerance: float,
+):
+    """The per-voxel part of :func:`monodir.core.summaries.voxel_summaries` (default mode),
+    compiled, on the voxel-major resolutions ``vm`` (``(nb, D)`` float64, outliers already
+    set to -1); ``None`` without numba.
+
+    Returns ``maps`` (rows: highest, lowest, doa, mean_doa, anisotropy, radial, azimuthal),
+    ``resv`` and ``prefv`` (``(D, nb)``: valid values and preferred values, 0 elsewhere, for
+    the caller's NumPy sums over voxels), ``counts`` (``(2, D)``: preferred, valid) and
+    ``near`` (voxels with a cosine within 1e-9 of a radial/tangential limit, whose radial
+    and azimuthal values the caller recomputes). Sorting, percentiles and the sums over
+    directions follow the NumPy version's float operations and order.
+    """
+    if not HAVE_NUMBA:
+        return None
+    nb, n_dir = vm.shape
+    maps = np.empty((7, nb))
+    resv = np.empty((n_dir, nb))
+    prefv = np.empty((n_dir, nb))
+    counts = np.zeros((2, n_dir), dtype=np.int64)
+    near = np.zeros(nb, dtype=bool)
+    # each voxel's values sorted (invalid ones last, as +inf) by NumPy's vectorised sort
+    srt = np.sort(np.where(vm > 0, vm, np.inf), axis=1)
+    _summaries_numba(
+        vm,
+        srt,
+        np.ascontiguousarray(dirs, dtype=np.float64),
+        *(np.ascontiguousarray(p, dtype=np.float64) for p in pos),
+        np.ascontiguousarray(norm_p, dtype=np.float64),
+        float(cos_radial),
+        float(cos_tangential),
+        float(tolerance),
+        maps,
+        resv,
+        prefv,
+        counts,
+        near,
+    )
+    return maps, resv, prefv, counts, near

@@ -280,6 +280,8 @@ def voxel_summaries(setup, block: np.ndarray, start: int) -> dict:
     """
     compat = setup.xmipp_compat
     dirs = setup.directions
+    if not compat and kernels.HAVE_NUMBA:
+        return _voxel_summaries_compiled(setup, block, start)
     if compat:
         dirs = xmipp_trig_products(setup.angles)
         res = _remove_outliers_xmipp(
@@ -296,7 +298,8 @@ def voxel_summaries(setup, block: np.ndarray, start: int) -> dict:
     lowest = _sorted_percentile(srt, n, 0.95)
     p17 = _sorted_percentile(srt, n, 0.17)
     p83 = _sorted_percentile(srt, n, 0.83)
-    doa = 0.5 * (p83 - p17)
+    with np.errstate(invalid="ignore"):  # inf - inf for voxels with no valid direction
+        doa = 0.5 * (p83 - p17)
     mean_doa = 0.5 * (highest + lowest)
     empty = n == 0
     for arr in (highest, lowest, doa, mean_doa):
@@ -305,13 +308,7 @@ def voxel_summaries(setup, block: np.ndarray, start: int) -> dict:
         aniso = np.where(empty, 0.0, (p83 - p17) / (p83 + p17))
 
     # radial / tangential
-    shape = setup.shape
-    idx = setup.mask_indices[start : start + block.shape[1]]
-    kz, rem = np.divmod(idx, shape[1] * shape[2])
-    ky, kx = np.divmod(rem, shape[2])
-    x = (kx - shape[2] // 2).astype(np.float64)
-    y = (ky - shape[1] // 2).astype(np.float64)
-    z = (kz - shape[0] // 2).astype(np.float64)
+    x, y, z = _voxel_positions(setup, start, block.shape[1])
     resv = np.where(valid, res, 0.0)
     if compat:
         radial, azimuthal, pref_count, pref_sum = _radial_pref_xmipp(
@@ -350,6 +347,73 @@ def voxel_summaries(setup, block: np.ndarray, start: int) -> dict:
         "pref_sum": pref_sum,
         "dir_sum": resv.sum(axis=1),
         "dir_count": valid.sum(axis=1).astype(np.int64),
+    }
+
+
+def _voxel_positions(setup, start: int, nb: int):
+    """Positions ``(x, y, z)`` (float64, from the box centre) of mask voxels ``start:start+nb``."""
+    shape = setup.shape
+    idx = setup.mask_indices[start : start + nb]
+    kz, rem = np.divmod(idx, shape[1] * shape[2])
+    ky, kx = np.divmod(rem, shape[2])
+    x = (kx - shape[2] // 2).astype(np.float64)
+    y = (ky - shape[1] // 2).astype(np.float64)
+    z = (kz - shape[0] // 2).astype(np.float64)
+    return x, y, z
+
+
+def _voxel_summaries_compiled(setup, block: np.ndarray, start: int) -> dict:
+    """:func:`voxel_summaries` in default mode with the per-voxel work compiled
+    (:func:`monodir.core.kernels.voxel_summary_maps`); the same values, bit for bit."""
+    dirs = setup.directions
+    # voxel-major from the start: the outlier loop and the summaries read a voxel's row
+    vm = np.array(block.T, dtype=np.float64, order="C")
+    vm[~(vm > 0)] = -1.0
+    pairs = neighbour_pairs(dirs, NEIGHBOUR_ANGLE, fold=True)
+    if pairs.size:
+        i, j = pairs[:, 0], pairs[:, 1]
+        dots = np.abs(np.einsum("pk,pk->p", dirs[i], dirs[j]))
+        kernels.outliers_voxel_major(vm, i, j, dots, normal_quantile(setup.significance), False)
+    x, y, z = _voxel_positions(setup, start, vm.shape[0])
+    norm_p = np.sqrt(x * x + y * y + z * z)
+    c_rad = math.cos(math.radians(RADIAL_ANGLE))
+    c_tan = math.cos(math.radians(TANGENTIAL_ANGLE))
+    maps, resv, prefv, counts, near = kernels.voxel_summary_maps(
+        vm, dirs, (x, y, z), norm_p, c_rad, c_tan, PREFERRED_TOLERANCE
+    )
+    highest, lowest, doa, mean_doa, aniso, radial, azimuthal = maps
+    sel = np.flatnonzero(near)
+    if sel.size:  # a cosine at a limit: classify those voxels as the NumPy version does
+        res = vm[sel].T
+        valid = res > 0
+        resv_s = np.where(valid, res, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dotp = (
+                np.outer(dirs[:, 0], x[sel])
+                + np.outer(dirs[:, 1], y[sel])
+                + np.outer(dirs[:, 2], z[sel])
+            )
+            cos_p = np.abs(dotp) / norm_p[sel][None, :]
+        rad_sel = valid & compare_angle(cos_p, "<=", RADIAL_ANGLE, degrees_acos, c_rad)
+        tan_sel = valid & compare_angle(cos_p, ">=", TANGENTIAL_ANGLE, degrees_acos, c_tan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r_s = (resv_s * rad_sel).sum(axis=0) / rad_sel.sum(axis=0)
+            a_s = (resv_s * tan_sel).sum(axis=0) / tan_sel.sum(axis=0)
+        radial[sel] = np.where(rad_sel.any(axis=0), r_s, mean_doa[sel])
+        azimuthal[sel] = np.where(tan_sel.any(axis=0), a_s, mean_doa[sel])
+    return {
+        "start": start,
+        "highest": highest,
+        "lowest": lowest,
+        "doa": doa,
+        "mean_doa": mean_doa,
+        "radial": radial,
+        "azimuthal": azimuthal,
+        "anisotropy": aniso,
+        "pref_count": counts[0],
+        "pref_sum": prefv.sum(axis=1),
+        "dir_sum": resv.sum(axis=1),
+        "dir_count": counts[1],
     }
 
 
