@@ -320,6 +320,44 @@ def growth_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
+def target_rows(rows: list[dict], ref: list[dict]) -> list[dict]:
+    """The targets of issue 5, each with what this run measured and whether it is met."""
+
+    def fmt(values: list[float]) -> str:
+        return ", ".join(f"{v:.3g}" for v in values) if values else "n/a"
+
+    out = []
+    steps = {r["n"]: r["step/dense_floor"] for r in rows if r["mode"] == "default"}
+    required = [v for n, v in steps.items() if n >= 128]
+    out.append(
+        {
+            "target": "step <= 1.3 x dense floor (default; 128^3 and up)",
+            "measured": ", ".join(f"{n}^3: {v:.2f}" for n, v in sorted(steps.items())),
+            "met": "n/a" if not required else ("yes" if max(required) <= 1.3 else "no"),
+        }
+    )
+    for mode, need in (("default", 10.0), ("compat", 3.0)):
+        sel = [r for r in ref if r["mode"] == mode]
+        for key, what in (("xmipp/monodir directional", "analysis"), ("xmipp/monodir run", "run")):
+            vals = [r[key] for r in sel if not math.isnan(r[key])]
+            out.append(
+                {
+                    "target": f"{mode} >= {need:g}x Xmipp ({what})",
+                    "measured": fmt(vals),
+                    "met": "n/a" if not vals else ("yes" if min(vals) >= need else "no"),
+                }
+            )
+    peak = [r["worker_peak_volumes"] for r in rows if r["mode"] == "default" and r["n"] == 256]
+    out.append(
+        {
+            "target": "worker peak at 256^3 <= 12 volumes (imports included)",
+            "measured": fmt(peak),
+            "met": "n/a" if not peak else ("yes" if peak[0] <= 12.0 else "no"),
+        }
+    )
+    return out
+
+
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -346,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     print("\n## Growth with the box size\n")
     print(table(growth_rows(rows)))
+    ref: list[dict] = []
     if not args.quick and not args.no_reference and REF.exists():
         ref = reference_rows(args.jobs, runs=not args.no_runs)
         print(
@@ -353,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
             "x 1 FFT thread; `monodir run`: local Dask cluster, same workers)\n"
         )
         print(table(ref))
+    print("\n## Targets (issue 5), from the figures above\n")
+    print(table(target_rows(rows, ref)))
     print(f"\n# load average at end: {load_average()}")
     return 0
 
