@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -306,13 +307,57 @@ def test_fake_kernel_run_produces_every_output(tmp_path, fake_kernels):
     assert summary["timings"]["directions"] > 0
     assert summary["config"]["directional"]["fast"] is True
 
-    # `monodir report RUN_DIR` writes the outputs again from run.zarr
+    # the run drew part of its figures on the (local) workers
+    figures = {p.name: p.read_bytes() for p in (out / "figures").glob("*.png")}
+    images = re.findall(r'<img src="([^"]+)"', (out / "report.html").read_text())
+    assert len(images) == len(figures) > 10
+
+    # `monodir report RUN_DIR` writes the outputs again from run.zarr, all in this process:
+    # the same figures, bit for bit, listed in the same order
     from monodir.cli import main
 
     (out / "report.html").unlink()
     (out / "doa.mrc").unlink()
     assert main(["report", str(out)]) == 0
     assert (out / "report.html").is_file() and (out / "doa.mrc").is_file()
+    assert {p.name: p.read_bytes() for p in (out / "figures").glob("*.png")} == figures
+    assert re.findall(r'<img src="([^"]+)"', (out / "report.html").read_text()) == images
+
+
+def test_export_draws_here_the_figures_a_worker_failed_to_draw(tmp_path, fake_kernels, monkeypatch):
+    from monodir.config import load_config
+    from monodir.io.store import RunStore
+    from monodir.pipeline import runner
+    from monodir.pipeline.runner import export_outputs, run_pipeline
+
+    inputs = make_inputs(tmp_path / "data")
+    cfg = load_config(write_config(tmp_path / "c.yaml", inputs, tmp_path / "out", n_workers=1))
+    out = run_pipeline(cfg, ["monodir", "run", "c.yaml"], kernels=fake_kernels)
+    want = {p.name: p.read_bytes() for p in (out / "figures").glob("*.png")}
+    for p in (out / "figures").glob("*.png"):
+        p.unlink()
+
+    class LostWorker:  # a future whose task failed
+        def result(self, timeout=None):
+            raise RuntimeError("worker lost")
+
+    class Client:
+        submitted = 0
+
+        def scheduler_info(self):
+            return {"workers": {"w1": {}, "w2": {}}}
+
+        def submit(self, *args, **kwargs):
+            Client.submitted += 1
+            return LostWorker()
+
+    warnings: list[str] = []
+    monkeypatch.setattr(runner.log, "warning", lambda msg, *a: warnings.append(msg % a))
+    store = RunStore.open(out / "run.zarr", mode="r")
+    export_outputs(store, out, client=Client())
+    assert Client.submitted == 2
+    assert {p.name: p.read_bytes() for p in (out / "figures").glob("*.png")} == want
+    assert len(warnings) == 2 and all("drawing them here" in w for w in warnings)
 
 
 def _run(cfg_path: Path, kernels: str | None = None, **overrides) -> Path:

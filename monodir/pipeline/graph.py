@@ -281,6 +281,18 @@ def cone_task(setup: Any, indices: Sequence[int], opts: TaskOptions) -> dict[str
     }
 
 
+def figures_task(store: str, out_dir: str, names: Sequence[str]) -> dict[str, str]:
+    """Draw the figures ``names`` of a finished run into ``out_dir`` (a worker's share of
+    the export); returns figure name -> PNG path."""
+    from monodir import report
+
+    run = RunStore.open(store, mode="r")
+    monores = run.load_monores() if run.has_monores() else None
+    directional = run.load_directional(with_matrix=False)
+    drawn = report.make_all_figures(Path(out_dir), monores, directional, include=list(names))
+    return {name: str(path) for name, path in drawn.items()}
+
+
 def reduce_blocks(n_mask: int, block: int) -> list[tuple[int, int]]:
     """Fixed ``[start, stop)`` voxel blocks covering ``n_mask`` mask voxels."""
     block = max(1, int(block))

@@ -584,13 +584,30 @@ def compute(
 # --------------------------------------------------------------------------------------------
 
 
-def export_outputs(store: RunStore, out_dir: Path, *, xmipp_names: bool = False) -> list[Path]:
+def export_outputs(
+    store: RunStore, out_dir: Path, *, xmipp_names: bool = False, client: Any = None
+) -> list[Path]:
     """Write every output of a finished computation from the store into ``out_dir``.
 
     MRC maps (with the input's voxel size, origin and start indices), then, through
     :mod:`monodir.report`: ``tables/`` (STAR and CSV), ``figures/`` (PNG), ``summary.json``,
     ``report.html`` and ``colour_by_resolution.cxc``. Every file is written atomically.
+
+    With ``client`` (a local cluster's, whose workers are idle by now) the central-slice
+    figures are drawn on the workers while this process writes the rest; every task has
+    finished (or failed, and its figures are drawn here) before this returns or raises.
     """
+    remote = _RemoteFigures.start(client, store, out_dir / "figures") if client else None
+    try:
+        return _export_all(store, out_dir, xmipp_names=xmipp_names, remote=remote)
+    finally:
+        if remote is not None:
+            remote.wait()
+
+
+def _export_all(
+    store: RunStore, out_dir: Path, *, xmipp_names: bool, remote: _RemoteFigures | None
+) -> list[Path]:
     from monodir.io.mrc import write_map
 
     attrs = store.attrs
@@ -613,8 +630,54 @@ def export_outputs(store: RunStore, out_dir: Path, *, xmipp_names: bool = False)
                 overwrite=True,
             )
         )
-    written += _export_reports(store, out_dir, xmipp_names=xmipp_names)
+    written += _export_reports(store, out_dir, xmipp_names=xmipp_names, remote=remote)
     return written
+
+
+@dataclass
+class _RemoteFigures:
+    """Figures being drawn on the workers during the export (:func:`export_outputs`)."""
+
+    names: list[str]
+    futures: list[Any]
+    #: seconds to wait for a worker's figures before drawing them here instead
+    timeout: float = 600.0
+
+    @classmethod
+    def start(cls, client: Any, store: RunStore, figures_dir: Path) -> _RemoteFigures | None:
+        from monodir.report.plots import HISTOGRAM_MAPS, SLICE_MAPS
+
+        try:
+            n_workers = len(client.scheduler_info()["workers"])
+        except Exception:  # pragma: no cover - a client that cannot answer: draw here
+            return None
+        if n_workers < 1:
+            return None
+        names = [f"slices_{m}" for m in SLICE_MAPS] + [f"hist_{m}" for m in HISTOGRAM_MAPS]
+        parts = [names[i::n_workers] for i in range(min(n_workers, len(names)))]
+        path = graph.store_path_of(store.path)
+        futures = [
+            client.submit(graph.figures_task, path, str(figures_dir), part, pure=False)
+            for part in parts
+        ]
+        return cls(names, futures)
+
+    def gather(self) -> dict[str, Path]:
+        """Figures drawn on the workers (those of a failed task are left out)."""
+        drawn: dict[str, Path] = {}
+        for fut in self.futures:
+            try:
+                drawn.update({k: Path(v) for k, v in fut.result(timeout=self.timeout).items()})
+            except Exception as exc:  # drawn here instead (see _export_reports)
+                log.warning("figures on a worker failed (%s); drawing them here", exc)
+        return drawn
+
+    def wait(self) -> None:
+        """Block until no task can still write a file."""
+        from distributed import wait
+
+        with suppress(Exception):
+            wait(self.futures, timeout=self.timeout)
 
 
 #: report map name -> MRC output file (the ChimeraX script colours by these)
@@ -633,7 +696,9 @@ REPORT_FILES = ("summary.json", "report.html", "colour_by_resolution.cxc")
 REPORT_DIRS = {"tables": ("*.star", "*.csv", "*.xmd"), "figures": ("*.png",)}
 
 
-def _export_reports(store: RunStore, out_dir: Path, *, xmipp_names: bool) -> list[Path]:
+def _export_reports(
+    store: RunStore, out_dir: Path, *, xmipp_names: bool, remote: _RemoteFigures | None = None
+) -> list[Path]:
     """Tables, figures, summary, HTML report and ChimeraX script (monodir.report)."""
     try:
         from monodir import report
@@ -650,7 +715,7 @@ def _export_reports(store: RunStore, out_dir: Path, *, xmipp_names: bool) -> lis
             out_dir / "tables", monores, directional, xmipp_names=xmipp_names
         )
     ]
-    figures = report.make_all_figures(out_dir / "figures", monores, directional)
+    figures = _draw_figures(out_dir / "figures", monores, directional, remote)
     out += [Path(p) for p in figures.values()]
     inputs = {
         "files": attrs.get("input_files", {}),
@@ -674,6 +739,25 @@ def _export_reports(store: RunStore, out_dir: Path, *, xmipp_names: bool) -> lis
     out += _write_chimerax(store, out_dir, monores, directional)
     log.info("tables, figures and report written (%.1f s)", time.perf_counter() - t0)
     return out
+
+
+def _draw_figures(
+    figures_dir: Path, monores: Any, directional: Any, remote: _RemoteFigures | None
+) -> dict[str, Path]:
+    """Every figure, in display order: those not being drawn on the workers here, then the
+    workers' (any they failed to draw, here too)."""
+    from monodir import report
+
+    if remote is None:
+        return report.make_all_figures(figures_dir, monores, directional)
+    order = report.figure_names(monores, directional)
+    local = [n for n in order if n not in remote.names]
+    drawn = report.make_all_figures(figures_dir, monores, directional, include=local)
+    drawn.update(remote.gather())
+    missing = [n for n in order if n not in drawn]
+    if missing:
+        drawn.update(report.make_all_figures(figures_dir, monores, directional, include=missing))
+    return {n: drawn[n] for n in order if n in drawn}
 
 
 def _write_chimerax(store: RunStore, out_dir: Path, monores: Any, directional: Any) -> list[Path]:
@@ -841,11 +925,14 @@ def _run_stages(
                     raise InputError(str(exc)) from exc
                 raise
 
-    with timer.stage("export"):
-        try:
-            export_outputs(store, out_dir, xmipp_names=config.xmipp_compat)
-        except BaseException:
-            # no half set of final files: they would look like a finished run
-            with suppress(Exception):
-                remove_outputs(out_dir)
-            raise
+        with timer.stage("export"):
+            # a local cluster's idle workers draw some figures meanwhile; a SLURM cluster's
+            # would first have to be scaled up again
+            client = handle.client if handle.kind == "local" else None
+            try:
+                export_outputs(store, out_dir, xmipp_names=config.xmipp_compat, client=client)
+            except BaseException:
+                # no half set of final files: they would look like a finished run
+                with suppress(Exception):
+                    remove_outputs(out_dir)
+                raise

@@ -18,6 +18,7 @@ _EXPORTS: dict[str, str] = {
     "build_summary": "summary",
     "write_summary": "summary",
     "make_all_figures": "plots",
+    "figure_names": "plots",
     "write_report": "html",
     "write_chimerax_script": "chimerax",
     "resolution_map_ranges": "chimerax",

@@ -40,6 +40,7 @@ from monodir.report.tables import atomic_write_bytes, preferred_counts
 __all__ = [
     "HISTOGRAM_MAPS",
     "SLICE_MAPS",
+    "figure_names",
     "histogram_counts",
     "lambert_projection",
     "make_all_figures",
@@ -501,42 +502,48 @@ def make_all_figures(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    present = set(available_maps(monores, directional))
-
-    def wanted(name: str) -> bool:
-        return include is None or name in include
-
+    panels = {
+        "directions_preferred": plot_direction_distribution,
+        "directions_resolution": plot_direction_resolution,
+        "radial_averages": plot_radial_averages,
+    }
     figures: dict[str, Path] = {}
-    for name in HISTOGRAM_MAPS:
-        if name not in present or not wanted(f"hist_{name}"):
+    for fig in figure_names(monores, directional):
+        if include is not None and fig not in include:
             continue
-        info = MAP_INFO[name]
-        figures[f"hist_{name}"] = plot_histogram(
-            out_dir / f"hist_{name}.png",
-            map_values(monores, directional, name),
-            label=info.label,
-            unit=info.unit,
-            dpi=dpi,
-        )
-    for name, func in (
-        ("directions_preferred", plot_direction_distribution),
-        ("directions_resolution", plot_direction_resolution),
-        ("radial_averages", plot_radial_averages),
-    ):
-        if wanted(name):
-            figures[name] = func(out_dir / f"{name}.png", directional, dpi=dpi)
-    for name in SLICE_MAPS:
-        if name not in present or not wanted(f"slices_{name}"):
-            continue
-        info = MAP_INFO[name]
-        vol, valid = map_volume(monores, directional, name)
-        figures[f"slices_{name}"] = plot_central_slices(
-            out_dir / f"slices_{name}.png",
-            vol,
-            valid,
-            label=info.label,
-            unit=info.unit,
-            cmap=_map_cmap(name),
-            dpi=dpi,
-        )
+        path = out_dir / f"{fig}.png"
+        kind, _, name = fig.partition("_")
+        if fig in panels:
+            figures[fig] = panels[fig](path, directional, dpi=dpi)
+        elif kind == "hist":
+            info = MAP_INFO[name]
+            figures[fig] = plot_histogram(
+                path,
+                map_values(monores, directional, name),
+                label=info.label,
+                unit=info.unit,
+                dpi=dpi,
+            )
+        else:  # slices_<map>
+            info = MAP_INFO[name]
+            vol, valid = map_volume(monores, directional, name)
+            figures[fig] = plot_central_slices(
+                path,
+                vol,
+                valid,
+                label=info.label,
+                unit=info.unit,
+                cmap=_map_cmap(name),
+                dpi=dpi,
+            )
     return figures
+
+
+def figure_names(monores: MonoResResult | None, directional: DirectionalResult) -> list[str]:
+    """Names of the figures :func:`make_all_figures` draws for these results, in display
+    order (so that figures drawn in several processes can be listed as one)."""
+    present = set(available_maps(monores, directional))
+    names = [f"hist_{name}" for name in HISTOGRAM_MAPS if name in present]
+    names += ["directions_preferred", "directions_resolution", "radial_averages"]
+    names += [f"slices_{name}" for name in SLICE_MAPS if name in present]
+    return names
