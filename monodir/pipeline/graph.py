@@ -25,6 +25,8 @@ Tasks (all run on workers; each opens the run store by path)::
   of workers or on the order in which tasks finish.
 * ``finalize_task`` combines the parts with :func:`finalize_directional` and writes the
   result (maps, tables, matrix) into the store.
+* ``figures_task`` (local clusters, during the export) draws some of the run's figures from
+  the store while the client writes the other outputs.
 
 The kernels are looked up by name on the worker (:func:`kernel`), from ``monodir.core``
 unless a test substitutes a module with the same five functions (``kernels=`` argument,

@@ -597,7 +597,9 @@ def export_outputs(
     figures are drawn on the workers while this process writes the rest; every task has
     finished (or failed, and its figures are drawn here) before this returns or raises.
     """
-    remote = _RemoteFigures.start(client, store, out_dir / "figures") if client else None
+    remote = None
+    if client is not None:
+        remote = _RemoteFigures.start(client, store, out_dir / "figures")
     try:
         return _export_all(store, out_dir, xmipp_names=xmipp_names, remote=remote)
     finally:
