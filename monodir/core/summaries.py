@@ -191,6 +191,19 @@ def _acos_libm(x: np.ndarray, near: tuple[float, ...]) -> np.ndarray:
     return out
 
 
+def _outlier_pairs(directions: np.ndarray, xmipp_compat: bool):
+    """Neighbour pairs ``(i, j)`` of the outlier test and their cosines (``|d_i . d_j|``
+    with antipodes folded, raw in compat); ``None`` when no direction has a neighbour."""
+    pairs = neighbour_pairs(directions, NEIGHBOUR_ANGLE, fold=not xmipp_compat)
+    if pairs.size == 0:
+        return None
+    i, j = pairs[:, 0], pairs[:, 1]
+    dots = np.einsum("pk,pk->p", directions[i], directions[j])
+    if not xmipp_compat:
+        dots = np.abs(dots)
+    return i, j, dots
+
+
 def remove_outliers(
     block: np.ndarray,
     directions: np.ndarray,
@@ -209,13 +222,10 @@ def remove_outliers(
     """
     res = np.array(block, dtype=np.float64, copy=True)
     res[~(res > 0)] = -1.0
-    pairs = neighbour_pairs(directions, NEIGHBOUR_ANGLE, fold=not xmipp_compat)
-    if pairs.size == 0:
+    pairs = _outlier_pairs(directions, xmipp_compat)
+    if pairs is None:
         return res
-    i, j = pairs[:, 0], pairs[:, 1]
-    dots = np.einsum("pk,pk->p", directions[i], directions[j])
-    if not xmipp_compat:
-        dots = np.abs(dots)
+    i, j, dots = pairs
     z = normal_quantile(significance)
     if kernels.remove_outliers_inplace(res, i, j, dots, z, xmipp_compat):
         return res
@@ -316,19 +326,7 @@ def voxel_summaries(setup, block: np.ndarray, start: int) -> dict:
         )
     else:
         norm_p = np.sqrt(x * x + y * y + z * z)
-        dotp = np.outer(dirs[:, 0], x) + np.outer(dirs[:, 1], y) + np.outer(dirs[:, 2], z)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cos_p = np.abs(dotp) / norm_p[None, :]
-        # as degrees(arccos(cos_p)) <= 45 and >= 70, with arccos only near the limits
-        c_rad = math.cos(math.radians(RADIAL_ANGLE))
-        c_tan = math.cos(math.radians(TANGENTIAL_ANGLE))
-        rad_sel = valid & compare_angle(cos_p, "<=", RADIAL_ANGLE, degrees_acos, c_rad)
-        tan_sel = valid & compare_angle(cos_p, ">=", TANGENTIAL_ANGLE, degrees_acos, c_tan)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            radial = (resv * rad_sel).sum(axis=0) / rad_sel.sum(axis=0)
-            azimuthal = (resv * tan_sel).sum(axis=0) / tan_sel.sum(axis=0)
-        radial = np.where(rad_sel.any(axis=0), radial, mean_doa)
-        azimuthal = np.where(tan_sel.any(axis=0), azimuthal, mean_doa)
+        radial, azimuthal = _radial_azimuthal(resv, valid, mean_doa, dirs, (x, y, z), norm_p)
 
         # preferred directions
         pref = valid & (np.abs(res - highest[None, :]) <= PREFERRED_TOLERANCE)
@@ -350,6 +348,30 @@ def voxel_summaries(setup, block: np.ndarray, start: int) -> dict:
     }
 
 
+_COS_RADIAL = math.cos(math.radians(RADIAL_ANGLE))
+_COS_TANGENTIAL = math.cos(math.radians(TANGENTIAL_ANGLE))
+
+
+def _radial_azimuthal(resv, valid, mean_doa, dirs, pos, norm_p):
+    """Default mode's radial and azimuthal means of ``(D, nb)`` resolutions (``resv``: 0
+    where not ``valid``): the valid directions within 45 degrees of the voxel's position
+    ``pos = (x, y, z)`` (of norm ``norm_p``), and those beyond 70 degrees; ``mean_doa``
+    where there are none."""
+    x, y, z = pos
+    dotp = np.outer(dirs[:, 0], x) + np.outer(dirs[:, 1], y) + np.outer(dirs[:, 2], z)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos_p = np.abs(dotp) / norm_p[None, :]
+    # as degrees(arccos(cos_p)) <= 45 and >= 70, with arccos only near the limits
+    rad_sel = valid & compare_angle(cos_p, "<=", RADIAL_ANGLE, degrees_acos, _COS_RADIAL)
+    tan_sel = valid & compare_angle(cos_p, ">=", TANGENTIAL_ANGLE, degrees_acos, _COS_TANGENTIAL)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        radial = (resv * rad_sel).sum(axis=0) / rad_sel.sum(axis=0)
+        azimuthal = (resv * tan_sel).sum(axis=0) / tan_sel.sum(axis=0)
+    radial = np.where(rad_sel.any(axis=0), radial, mean_doa)
+    azimuthal = np.where(tan_sel.any(axis=0), azimuthal, mean_doa)
+    return radial, azimuthal
+
+
 def _voxel_positions(setup, start: int, nb: int):
     """Positions ``(x, y, z)`` (float64, from the box centre) of mask voxels ``start:start+nb``."""
     shape = setup.shape
@@ -369,38 +391,28 @@ def _voxel_summaries_compiled(setup, block: np.ndarray, start: int) -> dict:
     # voxel-major from the start: the outlier loop and the summaries read a voxel's row
     vm = np.array(block.T, dtype=np.float64, order="C")
     vm[~(vm > 0)] = -1.0
-    pairs = neighbour_pairs(dirs, NEIGHBOUR_ANGLE, fold=True)
-    if pairs.size:
-        i, j = pairs[:, 0], pairs[:, 1]
-        dots = np.abs(np.einsum("pk,pk->p", dirs[i], dirs[j]))
-        kernels.outliers_voxel_major(vm, i, j, dots, normal_quantile(setup.significance), False)
-    x, y, z = _voxel_positions(setup, start, vm.shape[0])
+    pairs = _outlier_pairs(dirs, False)
+    if pairs is not None:
+        kernels.outliers_voxel_major(vm, *pairs, normal_quantile(setup.significance), False)
+    pos = _voxel_positions(setup, start, vm.shape[0])
+    x, y, z = pos
     norm_p = np.sqrt(x * x + y * y + z * z)
-    c_rad = math.cos(math.radians(RADIAL_ANGLE))
-    c_tan = math.cos(math.radians(TANGENTIAL_ANGLE))
     maps, resv, prefv, counts, near = kernels.voxel_summary_maps(
-        vm, dirs, (x, y, z), norm_p, c_rad, c_tan, PREFERRED_TOLERANCE
+        vm, dirs, pos, norm_p, _COS_RADIAL, _COS_TANGENTIAL, PREFERRED_TOLERANCE
     )
     highest, lowest, doa, mean_doa, aniso, radial, azimuthal = maps
     sel = np.flatnonzero(near)
     if sel.size:  # a cosine at a limit: classify those voxels as the NumPy version does
         res = vm[sel].T
         valid = res > 0
-        resv_s = np.where(valid, res, 0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            dotp = (
-                np.outer(dirs[:, 0], x[sel])
-                + np.outer(dirs[:, 1], y[sel])
-                + np.outer(dirs[:, 2], z[sel])
-            )
-            cos_p = np.abs(dotp) / norm_p[sel][None, :]
-        rad_sel = valid & compare_angle(cos_p, "<=", RADIAL_ANGLE, degrees_acos, c_rad)
-        tan_sel = valid & compare_angle(cos_p, ">=", TANGENTIAL_ANGLE, degrees_acos, c_tan)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            r_s = (resv_s * rad_sel).sum(axis=0) / rad_sel.sum(axis=0)
-            a_s = (resv_s * tan_sel).sum(axis=0) / tan_sel.sum(axis=0)
-        radial[sel] = np.where(rad_sel.any(axis=0), r_s, mean_doa[sel])
-        azimuthal[sel] = np.where(tan_sel.any(axis=0), a_s, mean_doa[sel])
+        radial[sel], azimuthal[sel] = _radial_azimuthal(
+            np.where(valid, res, 0.0),
+            valid,
+            mean_doa[sel],
+            dirs,
+            tuple(p[sel] for p in pos),
+            norm_p[sel],
+        )
     return {
         "start": start,
         "highest": highest,
