@@ -343,30 +343,29 @@ def _cone_half(shape: tuple[int, int, int], d: np.ndarray, slab: int = 16) -> np
     """
     nz, ny, nx = shape
     nh = nx // 2 + 1
-    fy = fourier.axis_frequencies(ny)[None, :, None]
-    fx = (np.arange(nh) / nx)[None, None, :]
+    fy = fourier.axis_frequencies(ny)
+    fx = np.arange(nh) / nx
     limit = np.deg2rad(CONE_ANGLE)
     cos_limit = float(np.cos(limit))
     fz_all = fourier.axis_frequencies(nz)
-    codes = kernels.cone_half_codes(fz_all, fy.ravel(), fx.ravel(), d, cos_limit)
-    if codes is not None:  # compiled; the few cosines at the limit are decided here
-        a, b, c = np.nonzero(codes == 2)
-        if a.size:
-            fza, fyb, fxc = fz_all[a], fy.ravel()[b], fx.ravel()[c]
-            r = np.sqrt(fza * fza + fyb * fyb + fxc * fxc)
-            dot = np.abs(fxc * d[0] + fyb * d[1] + fza * d[2])
-            cosang = np.clip(dot / r, -1.0, 1.0)
-            codes[a, b, c] = compare_angle(cosang, "<=", limit, np.arccos, cos_limit)
-        return codes.view(bool)
-    out = np.empty((nz, ny, nh), dtype=bool)
-    for z0 in range(0, nz, slab):
-        fz = fz_all[z0 : z0 + slab][:, None, None]
+
+    def inside(fz, fy, fx):  # (broadcastable) frequencies -> inside the cone, u = 0 excluded
         r = np.sqrt(fz * fz + fy * fy + fx * fx)
         dot = np.abs(fx * d[0] + fy * d[1] + fz * d[2])
         with np.errstate(divide="ignore", invalid="ignore"):
             cosang = np.clip(np.where(r > 0, dot / np.where(r > 0, r, 1.0), 0.0), -1.0, 1.0)
-        inside = compare_angle(cosang, "<=", limit, np.arccos, cos_limit)
-        out[z0 : z0 + slab] = inside & (r > 0)
+        return compare_angle(cosang, "<=", limit, np.arccos, cos_limit) & (r > 0)
+
+    codes = kernels.cone_half_codes(fz_all, fy, fx, d, cos_limit)
+    if codes is not None:  # compiled; the few cosines at the limit are decided here
+        a, b, c = np.nonzero(codes == 2)
+        if a.size:
+            codes[a, b, c] = inside(fz_all[a], fy[b], fx[c])
+        return codes.view(bool)
+    out = np.empty((nz, ny, nh), dtype=bool)
+    for z0 in range(0, nz, slab):
+        fz = fz_all[z0 : z0 + slab][:, None, None]
+        out[z0 : z0 + slab] = inside(fz, fy[None, :, None], fx[None, None, :])
     return out
 
 
