@@ -11,7 +11,7 @@ import itertools
 import numpy as np
 import pytest
 
-from monodir.core import fourier
+from monodir.core import fourier, kernels
 from monodir.core.directional import (
     cone_basis,
     direction_resolution,
@@ -19,7 +19,13 @@ from monodir.core.directional import (
     prepare_directional,
 )
 from monodir.core.masks import percentile
-from monodir.core.monogenic import AmplitudeWorkspace, ShellSweep, high_pass, low_pass
+from monodir.core.monogenic import (
+    AmplitudeWorkspace,
+    LineSamples,
+    ShellSweep,
+    high_pass,
+    low_pass,
+)
 from monodir.synthetic import anisotropic_map
 
 
@@ -87,9 +93,7 @@ def test_partial_inverse_presorted_key_gives_the_same_bits(axes, assign):
     values = [vals, (1j * vals).astype(cdtype)]
     start = [rng.standard_normal(shape).astype(cdtype) for _ in range(2)]
     plain = [t.copy() for t in start]
-    fourier.PartialInverse(shape, cdtype, plane_chunk=3).add(
-        plain, k, values, axes, assign=assign
-    )
+    fourier.PartialInverse(shape, cdtype, plane_chunk=3).add(plain, k, values, axes, assign=assign)
     key = k[a3].astype(np.int64) * shape[a2] + k[a2]
     order = np.argsort(key, kind="stable")
     sorted_targets = [t.copy() for t in start]
@@ -184,6 +188,39 @@ def test_shell_sweep_equals_dense_amplitude_over_the_whole_sweep(small_map, comp
             assert got.dtype == setup.dtype
             err = np.abs(got - want).max() / np.abs(want).max()
             assert err < tol, (i, step.resolution, err)
+
+
+@pytest.mark.parametrize("shape", [(34, 32, 30), (31, 33, 35)])
+@pytest.mark.parametrize("compat", [False, True])
+@pytest.mark.parametrize("compiled", [True, False])
+def test_sampled_amplitude_is_the_volume_at_those_voxels(shape, compat, compiled, monkeypatch):
+    """Only the lines holding the voxels go through the low-pass's last pass, block by block;
+    the values are the whole volume's at those voxels, bit for bit, in the order asked."""
+    if not compiled:
+        monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
+    rng = np.random.default_rng(1)
+    z, y, x = np.indices(shape)
+    r2 = (z - shape[0] // 2) ** 2 + (y - shape[1] // 2) ** 2 + (x - shape[2] // 2) ** 2
+    vol = (np.exp(-r2 / 4.5) + 0.05 * rng.standard_normal(shape)).astype(np.float32)
+    mask = r2 <= 9
+    setup = prepare_directional(vol, mask, 1.0, xmipp_compat=compat)
+    scattered = rng.choice(vol.size, 300, replace=True)  # unsorted, with repeats
+    sets = [setup.mask_indices, scattered, noise_indices(setup, 3)]
+    ws_full, ws_part = (AmplitudeWorkspace(setup.shape, setup.dtype) for _ in range(2))
+    for i in (0, 9):
+        basis = cone_basis(setup, i)
+        full, part = ShellSweep(basis, ws_full), ShellSweep(basis, ws_part)
+        for block in (7, None):
+            samples = LineSamples(setup.shape, sets, block=block)
+            assert samples.n_lines < shape[0] * shape[1]  # only some lines are transformed
+            for step in setup.steps[:: max(1, len(setup.steps) // 4)]:
+                band = (step.freq, step.freq_high_pass, step.freq_low_pass)
+                want = full.amplitude(*band, taper=setup.taper).reshape(-1)
+                got = part.amplitude(*band, taper=setup.taper, samples=samples)
+                assert len(got) == len(sets)
+                for g, idx in zip(got, sets, strict=True):
+                    assert g.dtype == setup.dtype
+                    np.testing.assert_array_equal(g, want[idx])
 
 
 def test_direction_resolution_matches_the_dense_evaluation(small_map):

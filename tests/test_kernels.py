@@ -177,7 +177,7 @@ def test_state_update_numba_equals_numpy(monkeypatch):
     for compiled in (True, False):
         monkeypatch.setattr(kernels, "HAVE_NUMBA", compiled)
         st, res = st0.copy(), res0.copy()
-        active = kernels.update_states(amp, mask_idx, st, res, thr, 3.5, 4.5)
+        active = kernels.update_states(amp.reshape(-1)[mask_idx], st, res, thr, 3.5, 4.5)
         got.append((st, res, active))
     for a, b in zip(got[0], got[1]):
         np.testing.assert_array_equal(a, b)
@@ -237,6 +237,22 @@ def test_cone_half_numba_equals_numpy(shape, d, tie_angle, monkeypatch):
     assert got.dtype == bool and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
     assert want.any() and not want.all()
+
+
+@needs_numba
+@pytest.mark.parametrize("shape", [(9, 12, 7), (10, 8, 9)])
+@pytest.mark.parametrize("columns", [[0], [0, 3], []])
+def test_nonzero_except_columns_equals_numpy(shape, columns, monkeypatch):
+    m = np.random.default_rng(len(columns)).random(shape) > 0.6
+    got = kernels.nonzero_except_columns(m, columns)
+    monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
+    want = kernels.nonzero_except_columns(m, columns)
+    kept = m.copy()
+    kept[:, :, columns] = False
+    assert len(want[0]) == np.count_nonzero(kept) > 0
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    assert not np.isin(got[2], columns).any()
 
 
 @needs_numba

@@ -34,7 +34,13 @@ from monodir.core.directions import (
     direction_set,
 )
 from monodir.core.masks import percentile, prepare_states, radius2
-from monodir.core.monogenic import AmplitudeWorkspace, ShellSweep, SpectralBasis, workspace_for
+from monodir.core.monogenic import (
+    AmplitudeWorkspace,
+    LineSamples,
+    ShellSweep,
+    SpectralBasis,
+    workspace_for,
+)
 from monodir.core.results import DirectionalResult
 from monodir.core.sweep import SweepStep, directional_sweep
 
@@ -356,10 +362,11 @@ def _cone_half(shape: tuple[int, int, int], d: np.ndarray, slab: int = 16) -> np
             cosang = np.clip(np.where(r > 0, dot / np.where(r > 0, r, 1.0), 0.0), -1.0, 1.0)
         return compare_angle(cosang, "<=", limit, np.arccos, cos_limit) & (r > 0)
 
-    codes = kernels.cone_half_codes(fz_all, fy, fx, d, cos_limit)
-    if codes is not None:  # compiled; the few cosines at the limit are decided here
-        a, b, c = np.nonzero(codes == 2)
-        if a.size:
+    compiled = kernels.cone_half_codes(fz_all, fy, fx, d, cos_limit)
+    if compiled is not None:  # the few cosines at the limit (if any) are decided here
+        codes, n_near = compiled
+        if n_near:
+            a, b, c = np.nonzero(codes == 2)
             codes[a, b, c] = inside(fz_all[a], fy[b], fx[c])
         return codes.view(bool)
     out = np.empty((nz, ny, nh), dtype=bool)
@@ -383,10 +390,7 @@ def cone_basis(setup: DirectionalSetup, i: int) -> SpectralBasis:
     compat = setup.xmipp_compat
     cone = _cone_half(shape, setup.directions[i])
     planes = [0] + ([nx // 2] if nx % 2 == 0 else [])
-    interior = cone.copy()
-    interior[:, :, planes] = False
-    kz, ky, kx = np.nonzero(interior)
-    del interior
+    kz, ky, kx = kernels.nonzero_except_columns(cone, planes)
     # factors in the working precision at once: the cone holds ~1e6 coefficients at 256^3
     r, hx, hy, hz = (a.astype(dtype) for a in _riesz_at(kz, ky, kx, shape, compat))
     flat = [kz * ny * nx + ky * nx + kx, ((-kz) % nz) * ny * nx + ((-ky) % ny) * nx + (nx - kx)]
@@ -494,6 +498,11 @@ def direction_resolution(
                 "give half maps (input.half_maps)"
             )
     del basis  # the sweeps hold what they need
+    # the amplitudes are only read at the mask (and noise) voxels: the low-pass's last pass
+    # runs on the lines holding them
+    samples = LineSamples(
+        setup.shape, [setup.mask_indices] if noise is not None else [setup.mask_indices, noise_idx]
+    )
     n_mask = setup.n_mask
     sentinel = float(setup.shape[0]) if setup.xmipp_compat else np.nan
     res = np.full(n_mask, sentinel, dtype=np.float64)
@@ -509,15 +518,12 @@ def direction_resolution(
         # both sweeps return the workspace's one amplitude buffer: noise first (gathered),
         # then the signal, which the state update reads in place
         if noise is not None:
-            amp_n = noise.amplitude(*band, taper=setup.taper, scratch=True).reshape(-1)
-            noise_vals = amp_n[noise_idx]
-            amp = signal.amplitude(*band, taper=setup.taper, scratch=True)
+            (noise_vals,) = noise.amplitude(*band, taper=setup.taper, samples=samples)
+            (a_mask,) = signal.amplitude(*band, taper=setup.taper, samples=samples)
         else:
-            amp = signal.amplitude(*band, taper=setup.taper, scratch=True)
-            noise_vals = amp.reshape(-1)[noise_idx]
-        thr = percentile(noise_vals.astype(np.float32), setup.significance)
+            a_mask, noise_vals = signal.amplitude(*band, taper=setup.taper, samples=samples)
+        thr = percentile(noise_vals.astype(np.float32, copy=False), setup.significance)
         if sweep_log is not None:
-            a_mask = amp.reshape(-1)[setup.mask_indices]
             sweep_log.append(
                 {
                     "resolution": step.resolution,
@@ -527,9 +533,7 @@ def direction_resolution(
                     "threshold": thr,
                 }
             )
-        ns = kernels.update_states(
-            amp, setup.mask_indices, st, res, thr, step.resolution, r_two_back
-        )
+        ns = kernels.update_states(a_mask, st, res, thr, step.resolution, r_two_back)
     if not setup.xmipp_compat and tested:
         res[np.isnan(res)] = tested[0]
     return res.astype(np.float32)

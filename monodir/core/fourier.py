@@ -299,6 +299,11 @@ class PrunedLowPass:
             self._fwd_x = _fftw(self.x, self.h, (2,), forward=True, threads=threads)
             self._inv_x = _fftw(self.h, self.x, (2,), forward=False, threads=threads, destroy=True)
 
+    def kx_stop(self, k_max: int) -> int:
+        """End of the columns along x that :meth:`run` keeps for ``k_max``."""
+        k_max = int(min(max(k_max, 0), max(self.shape[1:]) // 2))
+        return self.blocks(k_max)[0][1].stop
+
     def blocks(self, k_max: int) -> list[tuple[slice, slice]]:
         """``(y, x)`` slices of the half spectrum whose lines along z are transformed."""
         ny, nx = self.shape[1], self.shape[2]
@@ -316,7 +321,7 @@ class PrunedLowPass:
             )
         plan.run()
 
-    def run(self, k_max: int, factor, apply=None) -> np.ndarray:
+    def run(self, k_max: int, factor, apply=None, *, last_pass: bool = True) -> np.ndarray:
         """Filter ``x`` in place and return it.
 
         Parameters
@@ -331,6 +336,10 @@ class PrunedLowPass:
             Optional callable ``(block, z_slice, y_slice, x_slice) -> bool`` that multiplies a
             whole block by the same filter in place (a compiled kernel); when it returns
             ``False`` the block is filtered with ``factor``.
+        last_pass
+            ``False`` stops before the inverse pass along x and returns ``h``: the lines
+            ``h[z, y, :kx_stop(k_max)]`` then hold their final half spectra (the columns beyond
+            are not zeroed), for a caller that needs only some lines of the result.
         """
         ny = self.shape[1]
         k_max = int(min(max(k_max, 0), max(self.shape[1:]) // 2))
@@ -355,6 +364,8 @@ class PrunedLowPass:
         if len(blocks) == 2:
             cols[:, k_max + 1 : ny - k_max] = 0
         self._c2c(cols, 1, False, ("y", k_max, False))
+        if not last_pass:
+            return h
         h[:, :, blocks[0][1].stop :] = 0
         if HAVE_PYFFTW:
             _execute(self._inv_x)

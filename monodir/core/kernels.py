@@ -341,13 +341,11 @@ class RadialLowPass:
 if HAVE_NUMBA:  # pragma: no branch
 
     @_jit()
-    def _update_states_numba(
-        amp, mask_idx, st, res, thr, resolution, r_two_back
-    ):  # pragma: no cover
+    def _update_states_numba(values, st, res, thr, resolution, r_two_back):  # pragma: no cover
         active = 0
         for v in range(st.size):
             if st[v] > 0:
-                if amp[mask_idx[v]] > thr:
+                if values[v] > thr:
                     st[v] = 1
                     res[v] = resolution
                 else:
@@ -361,8 +359,7 @@ if HAVE_NUMBA:  # pragma: no branch
 
 
 def update_states(
-    amp: np.ndarray,
-    mask_idx: np.ndarray,
+    values: np.ndarray,
     st: np.ndarray,
     res: np.ndarray,
     thr: float,
@@ -371,18 +368,24 @@ def update_states(
 ) -> int:
     """One step of the per-voxel state machine (algorithm.md 1.6 and 2.8), in place.
 
-    Active voxels (``st > 0``) whose amplitude ``amp[mask_idx]`` exceeds ``thr`` take
-    ``resolution`` and state 1; the others count a failure, and at the third in a row finish
-    (state 0) with ``r_two_back``. Returns how many voxels are still active.
+    ``values`` holds the amplitude at each mask voxel. Active voxels (``st > 0``) whose
+    amplitude exceeds ``thr`` take ``resolution`` and state 1; the others count a failure,
+    and at the third in a row finish (state 0) with ``r_two_back``. Returns how many voxels
+    are still active.
     """
-    if HAVE_NUMBA and amp.flags.c_contiguous:
+    if HAVE_NUMBA:
         return int(
             _update_states_numba(
-                amp.reshape(-1), mask_idx, st, res, float(thr), float(resolution), float(r_two_back)
+                np.ascontiguousarray(values),
+                st,
+                res,
+                float(thr),
+                float(resolution),
+                float(r_two_back),
             )
         )
     active = st > 0
-    ok = amp.reshape(-1)[mask_idx] > thr
+    ok = values > thr
     passed = active & ok
     failed = active & ~ok
     st[passed] = 1
@@ -392,6 +395,31 @@ def update_states(
     st[done] = 0
     res[done] = r_two_back
     return int(np.count_nonzero(st > 0))
+
+
+def gather_lines(h: np.ndarray, z: np.ndarray, y: np.ndarray, stop: int, out: np.ndarray) -> None:
+    """``out[j, :stop] = h[z[j], y[j], :stop]`` and ``out[j, stop:] = 0`` for ``j < len(z)``:
+    lines of a (padded) 3D array copied into the rows of a transform buffer."""
+    if HAVE_NUMBA:
+        _gather_lines_numba(h, z, y, stop, out)
+        return
+    n = z.size
+    out[:n, :stop] = h[z, y, :stop]
+    out[:n, stop:] = 0
+
+
+if HAVE_NUMBA:  # pragma: no branch
+
+    @_jit()
+    def _gather_lines_numba(h, z, y, stop, out):  # pragma: no cover
+        width = out.shape[1]
+        for j in range(z.size):
+            src = h[z[j], y[j]]
+            row = out[j]
+            for i in range(stop):
+                row[i] = src[i]
+            for i in range(stop, width):
+                row[i] = 0
 
 
 # ------------------------------------------------------------------ angle classification
@@ -405,6 +433,7 @@ if HAVE_NUMBA:  # pragma: no branch
     def _cone_half_numba(fz, fy, fx, d0, d1, d2, cos_limit, out):  # pragma: no cover
         lim_in = cos_limit + 1e-9
         row = np.empty(fx.size)
+        n_near = 0
         for a in range(fz.size):
             for b in range(fy.size):
                 s = fz[a] * fz[a] + fy[b] * fy[b]
@@ -416,9 +445,39 @@ if HAVE_NUMBA:  # pragma: no branch
                     code = 0
                     if abs(cosang - cos_limit) <= 1e-9:
                         code = 2
+                        n_near += 1
                     elif cosang > lim_in:
                         code = 1
                     out[a, b, c] = code
+        return n_near
+
+    @_jit()
+    def _nonzero_except_numba(m, skip):  # pragma: no cover
+        nz, ny, nx = m.shape
+        keep = np.ones(nx, dtype=np.bool_)
+        for c in skip:
+            keep[c] = False
+        n = 0
+        for a in range(nz):
+            for b in range(ny):
+                row = m[a, b]
+                for c in range(nx):
+                    if row[c] != 0 and keep[c]:
+                        n += 1
+        kz = np.empty(n, dtype=np.int64)
+        ky = np.empty(n, dtype=np.int64)
+        kx = np.empty(n, dtype=np.int64)
+        j = 0
+        for a in range(nz):
+            for b in range(ny):
+                row = m[a, b]
+                for c in range(nx):
+                    if row[c] != 0 and keep[c]:
+                        kz[j] = a
+                        ky[j] = b
+                        kx[j] = c
+                        j += 1
+        return kz, ky, kx
 
     @_jit()
     def _noise_cone_numba(cand, ny, nx, c0, c1, c2, d0, d1, d2, cos_a, out):  # pragma: no cover
@@ -455,15 +514,15 @@ if HAVE_NUMBA:  # pragma: no branch
             out[t] = code
 
 
-def cone_half_codes(fz, fy, fx, d, cos_limit: float) -> np.ndarray | None:
+def cone_half_codes(fz, fy, fx, d, cos_limit: float) -> tuple[np.ndarray, int] | None:
     """Half-grid codes of the double cone about ``d``: 1 inside (angle of ``|u . d| / |u|``
     below the limit), 0 outside or ``u = 0``, 2 within 1e-9 of ``cos_limit`` (left to the
-    caller); ``None`` without numba. Same float64 operations as
+    caller), and how many got code 2; ``None`` without numba. Same float64 operations as
     :func:`monodir.core.directional._cone_half`."""
     if not HAVE_NUMBA:
         return None
     out = np.empty((fz.size, fy.size, fx.size), dtype=np.uint8)
-    _cone_half_numba(
+    n_near = _cone_half_numba(
         np.ascontiguousarray(fz, dtype=np.float64),
         np.ascontiguousarray(fy, dtype=np.float64),
         np.ascontiguousarray(fx, dtype=np.float64),
@@ -473,7 +532,19 @@ def cone_half_codes(fz, fy, fx, d, cos_limit: float) -> np.ndarray | None:
         float(cos_limit),
         out,
     )
-    return out
+    return out, int(n_near)
+
+
+def nonzero_except_columns(
+    m: np.ndarray, columns: list[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.nonzero`` of a 3D boolean array with the last-axis indices ``columns`` left out
+    (same indices, same C order); one compiled pass instead of a copy and a scan."""
+    if HAVE_NUMBA and m.flags.c_contiguous:
+        return _nonzero_except_numba(m.view(np.uint8), np.asarray(columns, dtype=np.int64))
+    kept = m.copy()
+    kept[:, :, columns] = False
+    return np.nonzero(kept)
 
 
 def noise_cone_codes(cand, shape, centre, d, cos_a: float) -> np.ndarray | None:

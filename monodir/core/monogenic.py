@@ -156,6 +156,63 @@ def _add_abs2(z: np.ndarray, acc: np.ndarray, first: bool) -> None:
         acc += parts[..., 1]
 
 
+class LineSamples:
+    """Voxels at which an amplitude is wanted, grouped by the lines along x that hold them.
+
+    The last (inverse, along x) pass of the low-pass then runs only on those lines, in blocks
+    of ``block`` lines, and the amplitude is read at the voxels straight from each block
+    (:meth:`AmplitudeWorkspace.sampled_low_pass`). Each pass along x is a batch of independent
+    1D transforms, so the values are the same bits as the whole volume's at those voxels.
+
+    Parameters
+    ----------
+    shape
+        Grid ``(nz, ny, nx)``.
+    indices
+        Arrays of C-order flat voxel indices (for example the mask and a noise region); the
+        values come back in the same order, one array per entry.
+    block
+        Lines per block of the pass (``None``: about 256 KiB of real output per block).
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        indices: list[np.ndarray],
+        block: int | None = None,
+    ):
+        nz, ny, nx = (int(n) for n in shape)
+        self.shape = (nz, ny, nx)
+        self.block = int(block or max(16, (1 << 18) // nx))
+        used = np.zeros(nz * ny, dtype=bool)
+        line_of = []
+        for idx in indices:
+            ln = np.asarray(idx, dtype=np.int64) // nx
+            used[ln] = True
+            line_of.append(ln)
+        lines = np.flatnonzero(used)
+        self.z, self.y = (a.astype(np.intp) for a in np.divmod(lines, ny))
+        rank = np.cumsum(used, dtype=np.int64) - 1
+        n_blocks = -(-lines.size // self.block)
+        #: per index array: positions in a block's flat output, where each block's run
+        #: starts, and (when the indices are not in line order) the order they were sorted in
+        self.sets: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+        for idx, ln in zip(indices, line_of):
+            r = rank[ln]
+            b = r // self.block
+            local = (r - b * self.block) * nx + (np.asarray(idx, dtype=np.int64) - ln * nx)
+            order = None
+            if b.size > 1 and np.any(b[1:] < b[:-1]):
+                order = np.argsort(b, kind="stable")
+                b, local = b[order], local[order]
+            bounds = np.searchsorted(b, np.arange(n_blocks + 1))
+            self.sets.append((local.astype(np.intp), bounds, order))
+
+    @property
+    def n_lines(self) -> int:
+        return int(self.z.size)
+
+
 class AmplitudeWorkspace:
     """Reusable plans and buffers for repeated amplitude evaluations on one grid.
 
@@ -178,9 +235,18 @@ class AmplitudeWorkspace:
         self._freq = fourier.half_grid(self.shape, np.float64)
         self._radial = kernels.RadialLowPass(self.dtype)
         self._filled: tuple[np.ndarray, np.ndarray] | None = None
+        self._line_pass: tuple[int, np.ndarray, fourier.AxisInverse | None, np.ndarray] | None
+        self._line_pass = None
 
-    def _low_pass(self, f: float, f_l: float, nan_at_zero_width: bool) -> np.ndarray:
-        """Low-pass ``acc`` in place (:func:`low_pass`, pruned beyond ``f_l``)."""
+    def _low_pass(
+        self,
+        f: float,
+        f_l: float,
+        nan_at_zero_width: bool,
+        samples: LineSamples | None = None,
+    ) -> np.ndarray | list[np.ndarray]:
+        """Low-pass ``acc`` in place (:func:`low_pass`, pruned beyond ``f_l``); with
+        ``samples``, return the result at those voxels instead (``acc`` is then spent)."""
         scale = self._lp.scale
 
         fz, fy, fx = (a.reshape(-1) for a in self._freq)
@@ -200,7 +266,47 @@ class AmplitudeWorkspace:
             return self._radial.apply(block, fz[zs], fy[ys], fx[xs], f, f_l, scale, ramp)
 
         k_max = int(np.floor(f_l * max(self.shape))) + 1
-        return self._lp.run(k_max, factor, apply=apply)
+        if samples is None:
+            return self._lp.run(k_max, factor, apply=apply)
+        h = self._lp.run(k_max, factor, apply=apply, last_pass=False)
+        return self._sample_lines(h, self._lp.kx_stop(k_max), samples)
+
+    def _sample_lines(self, h: np.ndarray, stop: int, samples: LineSamples) -> list[np.ndarray]:
+        """Inverse real pass along x of the lines of ``samples`` only (columns ``>= stop`` of
+        ``h`` taken as 0), block by block, read at the sampled voxels."""
+        nx = self.shape[2]
+        block = samples.block
+        if self._line_pass is None or self._line_pass[0] != block:
+            src = fourier.aligned_empty((block, nx // 2 + 1), self.cdtype)
+            out = fourier.aligned_empty((block, nx), self.dtype)
+            plan = None
+            if fourier.HAVE_PYFFTW:
+                plan = fourier._fftw(
+                    src, out, (1,), forward=False, threads=self.threads, destroy=True
+                )
+            self._line_pass = (block, src, plan, out)
+        _, src, plan, out = self._line_pass
+        flat = out.reshape(-1)
+        values = [np.empty(local.size, dtype=self.dtype) for local, _, _ in samples.sets]
+        for k, j0 in enumerate(range(0, samples.n_lines, block)):
+            j1 = min(j0 + block, samples.n_lines)
+            kernels.gather_lines(h, samples.z[j0:j1], samples.y[j0:j1], stop, src)
+            if plan is not None:
+                fourier._execute(plan)
+            else:
+                from scipy import fft as sfft
+
+                out[: j1 - j0] = sfft.irfft(src[: j1 - j0], n=nx, axis=1, norm="forward")
+            for v, (local, bounds, _) in zip(values, samples.sets):
+                a, b = bounds[k], bounds[k + 1]
+                if b > a:
+                    np.take(flat, local[a:b], out=v[a:b])
+        for i, (_, _, order) in enumerate(samples.sets):
+            if order is not None:
+                back = np.empty_like(values[i])
+                back[order] = values[i]
+                values[i] = back
+        return values
 
     @property
     def _inv(self) -> fourier.InverseC2C:
@@ -424,8 +530,13 @@ class ShellSweep:
         taper: np.ndarray | None = None,
         nan_at_zero_width: bool = False,
         scratch: bool = False,
-    ) -> np.ndarray:
-        """Monogenic amplitude at frequency ``f`` (as :meth:`AmplitudeWorkspace.amplitude`)."""
+        samples: LineSamples | None = None,
+    ) -> np.ndarray | list[np.ndarray]:
+        """Monogenic amplitude at frequency ``f`` (as :meth:`AmplitudeWorkspace.amplitude`).
+
+        With ``samples``, only its values at those voxels (one new array per index array of
+        ``samples``): the last low-pass pass then runs only on the lines holding them.
+        """
         ws = self.ws
         w = high_pass(self.radius, f, f_h).astype(ws.dtype, copy=False)
         delta = w if self.weights is None else w - self.weights
@@ -445,5 +556,7 @@ class ShellSweep:
         elif first:
             self.t.fill(0)
         ws.last_pass_amplitude(self.t, self.axes[2], taper)
+        if samples is not None:
+            return ws._low_pass(f, f_l, nan_at_zero_width, samples)
         out = ws._low_pass(f, f_l, nan_at_zero_width)
         return out if scratch else out.copy()
