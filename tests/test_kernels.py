@@ -240,6 +240,28 @@ def test_cone_half_numba_equals_numpy(shape, d, tie_angle, monkeypatch):
 
 
 @needs_numba
+@pytest.mark.parametrize("order", [(1, 0, 2), (1, 2, 0)])
+@pytest.mark.parametrize("assign", [False, True])
+def test_store_planes_numba_equals_numpy(order, assign, monkeypatch):
+    rng = np.random.default_rng(4)
+    shape = (6, 7, 9)
+    base = fourier.padded_empty(shape, np.complex64)
+    base[...] = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    planes = np.array([0, 2, 5])
+    plane_shape = np.moveaxis(base, order, (0, 1, 2)).shape[1:]
+    slab = (rng.standard_normal((3, *plane_shape)) * (1 + 2j)).astype(np.complex64)
+    want = np.moveaxis(base.copy(), order, (0, 1, 2))
+    want[planes] = slab if assign else want[planes] + slab
+    for compiled in (True, False):
+        monkeypatch.setattr(kernels, "HAVE_NUMBA", compiled)
+        t = fourier.padded_empty(shape, np.complex64)
+        t[...] = base
+        view = np.moveaxis(t, order, (0, 1, 2))  # planes along y; rows or columns in memory
+        kernels.store_planes(view, planes, slab, assign=assign)
+        np.testing.assert_array_equal(view, want)
+
+
+@needs_numba
 @pytest.mark.parametrize("shape", [(9, 12, 7), (10, 8, 9)])
 @pytest.mark.parametrize("columns", [[0], [0, 3], []])
 def test_nonzero_except_columns_equals_numpy(shape, columns, monkeypatch):

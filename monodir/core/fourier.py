@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from monodir.core import kernels
+
 
 def _import_pyfftw():
     """Import pyFFTW, or return ``None`` when it is not installed.
@@ -564,13 +566,8 @@ class PartialInverse:
             local = np.searchsorted(planes[c0:c1], line_plane)
             slab[:, local, line_keys - line_plane * n2, :] = lines
             self._ifft_planes(slab)
-            for j, p in enumerate(planes[c0:c1].tolist()):
-                for b in range(nb):
-                    view = views[b][p]
-                    if assign:
-                        np.copyto(view, slab[b, j])
-                    else:
-                        np.add(view, slab[b, j], out=view)
+            for b in range(nb):
+                kernels.store_planes(views[b], planes[c0:c1], slab[b], assign=assign)
         if assign:
             untouched = np.ones(self.shape[a3], dtype=bool)
             untouched[planes] = False

@@ -397,6 +397,50 @@ def update_states(
     return int(np.count_nonzero(st > 0))
 
 
+def store_planes(target: np.ndarray, planes: np.ndarray, slab: np.ndarray, *, assign: bool) -> None:
+    """``target[planes[j]] (+)= slab[j]`` for every ``j`` (``assign``: write instead of add).
+
+    ``target`` is a (strided) 3D view whose first axis is the plane; each 2D plane is walked
+    in the order of its memory layout.
+    """
+    if HAVE_NUMBA:
+        _store_planes_numba(target, np.asarray(planes, dtype=np.int64), slab, bool(assign))
+        return
+    for j, p in enumerate(np.asarray(planes).tolist()):
+        if assign:
+            np.copyto(target[p], slab[j])
+        else:
+            np.add(target[p], slab[j], out=target[p])
+
+
+if HAVE_NUMBA:  # pragma: no branch
+
+    @_jit()
+    def _store_planes_numba(target, planes, slab, assign):  # pragma: no cover
+        n2, n1 = target.shape[1], target.shape[2]
+        rows = abs(target.strides[2]) <= abs(target.strides[1])
+        for j in range(planes.size):
+            dst = target[planes[j]]
+            src = slab[j]
+            if rows:
+                for u in range(n2):
+                    d = dst[u]
+                    s = src[u]
+                    if assign:
+                        for v in range(n1):
+                            d[v] = s[v]
+                    else:
+                        for v in range(n1):
+                            d[v] += s[v]
+            else:
+                for v in range(n1):
+                    for u in range(n2):
+                        if assign:
+                            dst[u, v] = src[u, v]
+                        else:
+                            dst[u, v] += src[u, v]
+
+
 def gather_lines(h: np.ndarray, z: np.ndarray, y: np.ndarray, stop: int, out: np.ndarray) -> None:
     """``out[j, :stop] = h[z[j], y[j], :stop]`` and ``out[j, stop:] = 0`` for ``j < len(z)``:
     lines of a (padded) 3D array copied into the rows of a transform buffer."""
