@@ -109,7 +109,8 @@ def test_last_pass_with_taper_is_the_definition(n, radial, compiled, monkeypatch
 )
 def test_radial_taper_kernel_equals_array_taper(dtype, shape, z0, x0, width, monkeypatch):
     """Taper evaluated on the fly = the same taper read from its volume, compiled or not
-    (the compiled kernel skips the inside of the sphere row by row)."""
+    (the compiled kernel writes 0 outside the sphere and multiplies only on the ramp, from
+    the taper's per-line runs)."""
     rng = np.random.default_rng(4)
     nb = min(5, shape[0] - z0)
     real = np.empty(0, dtype).real.dtype
@@ -237,6 +238,21 @@ def test_cone_half_numba_equals_numpy(shape, d, tie_angle, monkeypatch):
     assert got.dtype == bool and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
     assert want.any() and not want.all()
+
+
+@pytest.mark.parametrize("shape", [(16, 16, 16), (31, 28, 33), (24, 30, 21)])
+def test_radial_taper_row_runs_match_the_volume(shape):
+    taper = RadialTaper.build(shape, width=5, dtype=np.float32)
+    runs = taper.row_runs()
+    cz, cy, cx = taper.centre
+    z, y, x = np.indices(shape)
+    r2 = (z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2
+    cols = np.arange(shape[2])
+    a, b, c, d = (runs[..., k][..., None] for k in range(4))
+    np.testing.assert_array_equal((cols >= a) & (cols < b), r2 <= taper.hi)
+    np.testing.assert_array_equal((cols >= c) & (cols < d), r2 < taper.lo)
+    vol = taper.array()
+    assert np.all(vol[r2 > taper.hi] == 0) and np.all(vol[r2 < taper.lo] == 1)
 
 
 @needs_numba

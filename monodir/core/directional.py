@@ -175,6 +175,27 @@ class RadialTaper:
         a = self.array()
         return a if dtype is None else a.astype(dtype)
 
+    def row_runs(self) -> np.ndarray:
+        """``(nz, ny, 4)`` int32: per line along x, ``[a, b)`` where the taper is not 0
+        (``r2 <= hi``) and, inside it, ``[c, d)`` where it is 1 (``r2 < lo``); empty runs
+        have ``a == b`` (``c == d``). Computed once and kept."""
+        runs = self.__dict__.get("_row_runs")
+        if runs is None:
+            cz, cy, cx = self.centre
+            base = (
+                (np.arange(self.shape[0]) - cz)[:, None] ** 2
+                + (np.arange(self.shape[1]) - cy)[None, :] ** 2
+            ).astype(np.int64)
+            runs = np.empty((*base.shape, 4), dtype=np.int32)
+            outer = _centred_run(self.hi - base + 1, cx, self.shape[2])
+            inner = _centred_run(self.lo - base, cx, self.shape[2])
+            runs[..., 0], runs[..., 1] = outer
+            # the inner run lies inside the outer one (lo <= hi); clip for empty runs
+            runs[..., 2] = np.clip(inner[0], outer[0], outer[1])
+            runs[..., 3] = np.clip(inner[1], runs[..., 2], outer[1])
+            object.__setattr__(self, "_row_runs", runs)
+        return runs
+
     def column_support(self) -> np.ndarray:
         """``(nz, nx)``: where the taper is not 0 somewhere on the line along y."""
         cz, cy, cx = self.centre
@@ -184,6 +205,21 @@ class RadialTaper:
         nonzero = np.flatnonzero(self.table)
         last = self.lo + int(nonzero[-1]) if nonzero.size else self.lo - 1
         return dz + dx + dy_min <= last
+
+
+def _centred_run(room: np.ndarray, centre: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``[a, b)`` of the ``x`` in ``[0, n)`` with ``(x - centre)^2 < room``, elementwise
+    (``a == b`` when there are none); exact integer arithmetic."""
+    room = np.asarray(room, dtype=np.int64)
+    m = np.floor(np.sqrt(np.maximum(room, 0).astype(np.float64))).astype(np.int64)
+    m -= (m * m >= room) & (m > 0)  # largest m with m^2 < room (float rounding fixed up)
+    m += (m + 1) * (m + 1) < room
+    empty = room <= 0
+    a = np.clip(centre - m, 0, n)
+    b = np.clip(centre + m + 1, a, n)
+    a = np.where(empty, 0, a)
+    b = np.where(empty, 0, b)
+    return a, b
 
 
 def spatial_taper(

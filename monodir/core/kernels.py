@@ -37,7 +37,7 @@ def _jit(**options):
     return wrap
 
 
-_NO_TAPER = np.iinfo(np.int64).max
+_NO_RUNS = np.zeros((1, 1, 4), dtype=np.int32)
 
 
 def _tapered_amplitude_numpy(
@@ -68,51 +68,47 @@ def _tapered_amplitude_numpy(
 if HAVE_NUMBA:  # pragma: no branch
 
     @_jit()
-    def _radial_amplitude_numba(pair, nb, width, table, lo, hi, centre, out, z0, x0):
+    def _radial_amplitude_numba(
+        pair, nb, width, table, lo, centre, runs, tapered, out, z0, x0
+    ):  # pragma: no cover
         ny, nx = out.shape[1], out.shape[2]
-        x1 = x0 + width
         cz, cy, cx = centre
-        zero = out.dtype.type(0.0)
         for j in range(nb):
             z = z0 + j
             for y in range(ny):
                 a = pair[0, j, y]
                 b = pair[1, j, y]
                 o = out[z, y]
-                base = (z - cz) * (z - cz) + (y - cy) * (y - cy)
+                # columns (from x0) where the taper is not 0: [oa, ob); where it is 1: [ia, ib)
+                if tapered:
+                    oa = min(max(runs[z, y, 0] - x0, 0), width)
+                    ob = min(max(runs[z, y, 1] - x0, oa), width)
+                    ia = min(max(runs[z, y, 2] - x0, oa), ob)
+                    ib = min(max(runs[z, y, 3] - x0, ia), ob)
+                else:
+                    oa, ob, ia, ib = 0, width, 0, width
                 for x in range(x0):
                     o[x] = 0.0
-                for i in range(width):  # no branch: vectorised
-                    p = a[i]
-                    q = b[i]
-                    s = p.real * p.real + p.imag * p.imag
-                    s = s + q.real * q.real
-                    s = s + q.imag * q.imag
-                    o[x0 + i] = np.sqrt(s)
-                for x in range(x1, nx):
+                if ob > oa:
+                    for i in range(width):  # no branch: vectorised over the whole row
+                        p = a[i]
+                        q = b[i]
+                        s = p.real * p.real + p.imag * p.imag
+                        s = s + q.real * q.real
+                        s = s + q.imag * q.imag
+                        o[x0 + i] = np.sqrt(s)
+                for x in range(x0, x0 + oa):
                     o[x] = 0.0
-                # the taper: 1 (nothing to do) where r2 < lo, i.e. |dx| <= m with the largest
-                # m such that m^2 < lo - base; the table or 0 on the rest of the row
-                ia, ib = 0, 0
-                dmax = max(abs(x0 - cx), abs(x1 - 1 - cx))
-                if dmax * dmax < lo - base:  # the whole row inside (or no taper at all)
-                    ia, ib = 0, width
-                elif lo - base > 0:
-                    m = int(np.sqrt(float(lo - base)))
-                    while m > 0 and m * m >= lo - base:
-                        m -= 1
-                    while (m + 1) * (m + 1) < lo - base:
-                        m += 1
-                    ia = min(max(cx - m - x0, 0), width)
-                    ib = min(max(cx + m + 1 - x0, ia), width)
-                for i in range(ia):
+                for x in range(x0 + ob, nx):
+                    o[x] = 0.0
+                # the ramp lo <= r2 <= hi: times the table
+                base = (z - cz) * (z - cz) + (y - cy) * (y - cy) - lo
+                for i in range(oa, ia):
                     dx = x0 + i - cx
-                    r2 = base + dx * dx
-                    o[x0 + i] = o[x0 + i] * (zero if r2 > hi else table[r2 - lo])
-                for i in range(ib, width):
+                    o[x0 + i] = o[x0 + i] * table[base + dx * dx]
+                for i in range(ib, ob):
                     dx = x0 + i - cx
-                    r2 = base + dx * dx
-                    o[x0 + i] = o[x0 + i] * (zero if r2 > hi else table[r2 - lo])
+                    o[x0 + i] = o[x0 + i] * table[base + dx * dx]
 
 
 def tapered_amplitude(
@@ -129,6 +125,8 @@ def tapered_amplitude(
     ``out[z0+j, y, x0+i] = taper[z0+j, y, x0+i] * sqrt(|P0|^2 + |P1|^2)`` with
     ``Pb = pair[b, j, y, i]`` for ``j < nb``, ``i < width`` (every ``y``), summed in the order
     ``((re0^2 + im0^2) + re1^2) + im1^2``; the rest of those rows of ``out`` is set to 0.
+    The compiled radial path writes 0 where the taper is 0 instead of multiplying (the same
+    for the finite amplitudes a map gives) and multiplies only on the taper's ramp.
 
     Parameters
     ----------
@@ -147,12 +145,15 @@ def tapered_amplitude(
     radial = taper is not None and not isinstance(taper, np.ndarray)
     compiled = HAVE_NUMBA and pair.flags.c_contiguous and out.flags.c_contiguous
     if compiled and (radial or taper is None):
-        if taper is None:  # no taper: every r2 below the ramp (times 1, i.e. unchanged)
-            table, lo, hi, centre = np.ones(1, out.dtype), _NO_TAPER, _NO_TAPER, (0, 0, 0)
+        if taper is None:  # no taper: the whole row, unchanged
+            table, lo, centre, runs = np.ones(1, out.dtype), 0, (0, 0, 0), _NO_RUNS
         else:
             table = taper.table.astype(out.dtype, copy=False)
-            lo, hi, centre = int(taper.lo), int(taper.hi), tuple(int(c) for c in taper.centre)
-        _radial_amplitude_numba(pair, nb, width, table, lo, hi, centre, out, z0, x0)
+            lo, centre = int(taper.lo), tuple(int(c) for c in taper.centre)
+            runs = taper.row_runs()
+        _radial_amplitude_numba(
+            pair, nb, width, table, lo, centre, runs, taper is not None, out, z0, x0
+        )
         return
     if taper is None:
         taper_slab = None
