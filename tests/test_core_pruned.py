@@ -166,6 +166,19 @@ def _dense_amplitude(basis, step, taper, shape):
     return np.fft.irfftn(spec, s=shape, axes=(0, 1, 2), norm="forward")
 
 
+@pytest.mark.parametrize("p", [0.0, 0.5, 0.95, 1.0])
+def test_percentile_is_xmipps_index_with_or_without_a_copy(p):
+    values = np.random.default_rng(2).random(101).astype(np.float32)
+    want = float(np.sort(values)[min(int(values.size * p), values.size - 1)])
+    kept = values.copy()
+    assert percentile(values, p) == want
+    np.testing.assert_array_equal(values, kept)  # a copy was partitioned
+    assert percentile(values, p, overwrite=True) == want
+    np.testing.assert_array_equal(np.sort(values), np.sort(kept))  # reordered in place
+    with pytest.raises(ValueError):
+        percentile(values[:0], p)
+
+
 @pytest.fixture(scope="module")
 def small_map():
     return anisotropic_map(48, 1.0, noise=0.1, seed=3)

@@ -525,7 +525,7 @@ def direction_resolution(
         )
         noise = ShellSweep(noise_basis, ws, slot=1)
         del noise_basis
-        noise_idx = setup.mask_indices
+        wanted = [setup.mask_indices]
     else:
         noise_idx = noise_indices(setup, i)
         if noise_idx.size == 0:
@@ -533,12 +533,14 @@ def direction_resolution(
                 f"direction {i}: no background voxels inside its noise cone; "
                 "give half maps (input.half_maps)"
             )
+        wanted = [setup.mask_indices, noise_idx]
+        del noise_idx
     del basis  # the sweeps hold what they need
     # the amplitudes are only read at the mask (and noise) voxels: the low-pass's last pass
-    # runs on the lines holding them
-    samples = LineSamples(
-        setup.shape, [setup.mask_indices] if noise is not None else [setup.mask_indices, noise_idx]
-    )
+    # runs on the lines holding them (each sweep has its own output arrays)
+    samples = LineSamples(setup.shape, wanted)
+    noise_samples = LineSamples(setup.shape, wanted) if noise is not None else None
+    del wanted
     n_mask = setup.n_mask
     sentinel = float(setup.shape[0]) if setup.xmipp_compat else np.nan
     res = np.full(n_mask, sentinel, dtype=np.float64)
@@ -554,21 +556,23 @@ def direction_resolution(
         # both sweeps return the workspace's one amplitude buffer: noise first (gathered),
         # then the signal, which the state update reads in place
         if noise is not None:
-            (noise_vals,) = noise.amplitude(*band, taper=setup.taper, samples=samples)
+            (noise_vals,) = noise.amplitude(*band, taper=setup.taper, samples=noise_samples)
             (a_mask,) = signal.amplitude(*band, taper=setup.taper, samples=samples)
         else:
             a_mask, noise_vals = signal.amplitude(*band, taper=setup.taper, samples=samples)
-        thr = percentile(noise_vals.astype(np.float32, copy=False), setup.significance)
         if sweep_log is not None:
-            sweep_log.append(
-                {
-                    "resolution": step.resolution,
-                    "n_active": ns,
-                    "mean_signal": float(a_mask[st > 0].mean(dtype=np.float64)),
-                    "mean_noise": float(noise_vals.mean(dtype=np.float64)),
-                    "threshold": thr,
-                }
-            )
+            entry = {
+                "resolution": step.resolution,
+                "n_active": ns,
+                "mean_signal": float(a_mask[st > 0].mean(dtype=np.float64)),
+                "mean_noise": float(noise_vals.mean(dtype=np.float64)),
+            }
+        # the noise values are this step's scratch: partitioned in place
+        thr = percentile(
+            noise_vals.astype(np.float32, copy=False), setup.significance, overwrite=True
+        )
+        if sweep_log is not None:
+            sweep_log.append({**entry, "threshold": thr})
         ns = kernels.update_states(a_mask, st, res, thr, step.resolution, r_two_back)
     if not setup.xmipp_compat and tested:
         res[np.isnan(res)] = tested[0]

@@ -80,10 +80,12 @@ def normal_quantile(p: float) -> float:
     return float(ndtri(p))
 
 
-def percentile(values: np.ndarray, p: float) -> float:
+def percentile(values: np.ndarray, p: float, *, overwrite: bool = False) -> float:
     """Xmipp's empirical percentile ``sorted(values)[int(n*p)]`` (algorithm.md 0.5).
 
-    ``p = 1`` and empty samples raise ``ValueError`` (quirk Q12).
+    Quirk Q12: ``p = 1`` takes the largest value (Xmipp's index would be out of range) and
+    an empty sample raises ``ValueError``. ``overwrite=True`` reorders ``values`` in place
+    instead of partitioning a copy.
     """
     n = values.size
     if n == 0:
@@ -91,6 +93,9 @@ def percentile(values: np.ndarray, p: float) -> float:
     k = int(n * p)
     if k >= n:
         k = n - 1
+    if overwrite:
+        values.partition(k)
+        return float(values[k])
     return float(np.partition(values, k)[k])
 
 

@@ -184,29 +184,46 @@ class LineSamples:
         nz, ny, nx = (int(n) for n in shape)
         self.shape = (nz, ny, nx)
         self.block = int(block or max(16, (1 << 18) // nx))
+        itype = np.int32 if nz * ny * nx < 2**31 else np.int64
+        step = 1 << 18  # indices handled in chunks: the temporaries stay small
         used = np.zeros(nz * ny, dtype=bool)
-        line_of = []
         for idx in indices:
-            ln = np.asarray(idx, dtype=np.int64) // nx
-            used[ln] = True
-            line_of.append(ln)
+            for a in range(0, idx.size, step):
+                used[np.asarray(idx[a : a + step], dtype=itype) // nx] = True
         lines = np.flatnonzero(used)
         self.z, self.y = (a.astype(np.intp) for a in np.divmod(lines, ny))
-        rank = np.cumsum(used, dtype=np.int64) - 1
+        rank = (np.cumsum(used, dtype=np.int64) - 1).astype(itype)
+        del used
         n_blocks = -(-lines.size // self.block)
-        #: per index array: positions in a block's flat output, where each block's run
-        #: starts, and (when the indices are not in line order) the order they were sorted in
+        #: per index array: positions in a block's flat output (``block * nx`` fits int32),
+        #: where each block's run starts, and (when the indices are not in line order) the
+        #: order they were sorted in
         self.sets: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
-        for idx, ln in zip(indices, line_of):
-            r = rank[ln]
-            b = r // self.block
-            local = (r - b * self.block) * nx + (np.asarray(idx, dtype=np.int64) - ln * nx)
+        for idx in indices:
+            local = np.empty(idx.size, dtype=np.int32)
+            blk = np.empty(idx.size, dtype=np.int32)
+            for a in range(0, idx.size, step):
+                part = np.asarray(idx[a : a + step], dtype=itype)
+                ln = part // nx
+                r = rank[ln]
+                b = r // self.block
+                blk[a : a + step] = b
+                local[a : a + step] = (r - b * self.block) * nx + (part - ln * nx)
             order = None
-            if b.size > 1 and np.any(b[1:] < b[:-1]):
-                order = np.argsort(b, kind="stable")
-                b, local = b[order], local[order]
-            bounds = np.searchsorted(b, np.arange(n_blocks + 1))
-            self.sets.append((local.astype(np.intp), bounds, order))
+            if blk.size > 1 and np.any(blk[1:] < blk[:-1]):
+                order = np.argsort(blk, kind="stable")
+                blk, local = blk[order], local[order]
+            bounds = np.searchsorted(blk, np.arange(n_blocks + 1))
+            self.sets.append((local, bounds, order))
+        self._values: dict[np.dtype, list[np.ndarray]] = {}
+
+    def values(self, dtype: np.dtype) -> list[np.ndarray]:
+        """Output arrays (one per index array), allocated once and reused by every call."""
+        dtype = np.dtype(dtype)
+        out = self._values.get(dtype)
+        if out is None:
+            out = self._values[dtype] = [np.empty(s[0].size, dtype=dtype) for s in self.sets]
+        return out
 
     @property
     def n_lines(self) -> int:
@@ -287,7 +304,11 @@ class AmplitudeWorkspace:
             self._line_pass = (block, src, plan, out)
         _, src, plan, out = self._line_pass
         flat = out.reshape(-1)
-        values = [np.empty(local.size, dtype=self.dtype) for local, _, _ in samples.sets]
+        values = samples.values(self.dtype)
+        # sets not in line order are gathered in their sorted order first
+        staged = [
+            v if o is None else np.empty_like(v) for v, (_, _, o) in zip(values, samples.sets)
+        ]
         for k, j0 in enumerate(range(0, samples.n_lines, block)):
             j1 = min(j0 + block, samples.n_lines)
             kernels.gather_lines(h, samples.z[j0:j1], samples.y[j0:j1], stop, src)
@@ -297,15 +318,13 @@ class AmplitudeWorkspace:
                 from scipy import fft as sfft
 
                 out[: j1 - j0] = sfft.irfft(src[: j1 - j0], n=nx, axis=1, norm="forward")
-            for v, (local, bounds, _) in zip(values, samples.sets):
+            for v, (local, bounds, _) in zip(staged, samples.sets):
                 a, b = bounds[k], bounds[k + 1]
                 if b > a:
                     np.take(flat, local[a:b], out=v[a:b])
-        for i, (_, _, order) in enumerate(samples.sets):
+        for v, w, (_, _, order) in zip(values, staged, samples.sets):
             if order is not None:
-                back = np.empty_like(values[i])
-                back[order] = values[i]
-                values[i] = back
+                v[order] = w
         return values
 
     @property
@@ -534,8 +553,9 @@ class ShellSweep:
     ) -> np.ndarray | list[np.ndarray]:
         """Monogenic amplitude at frequency ``f`` (as :meth:`AmplitudeWorkspace.amplitude`).
 
-        With ``samples``, only its values at those voxels (one new array per index array of
-        ``samples``): the last low-pass pass then runs only on the lines holding them.
+        With ``samples``, only its values at those voxels (one array per index array of
+        ``samples``, overwritten by the next call with the same ``samples``): the last
+        low-pass pass then runs only on the lines holding them.
         """
         ws = self.ws
         w = high_pass(self.radius, f, f_h).astype(ws.dtype, copy=False)
