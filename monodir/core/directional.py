@@ -539,7 +539,7 @@ def direction_resolution(
     # the amplitudes are only read at the mask (and noise) voxels: the low-pass's last pass
     # runs on the lines holding them (each sweep has its own output arrays)
     samples = LineSamples(setup.shape, wanted)
-    noise_samples = LineSamples(setup.shape, wanted) if noise is not None else None
+    noise_samples = samples.with_own_outputs() if noise is not None else None
     del wanted
     n_mask = setup.n_mask
     sentinel = float(setup.shape[0]) if setup.xmipp_compat else np.nan
@@ -553,8 +553,7 @@ def direction_resolution(
         if ns / max(setup.n_mask_ref, 1) < 0.025:
             break
         band = (step.freq, step.freq_high_pass, step.freq_low_pass)
-        # both sweeps return the workspace's one amplitude buffer: noise first (gathered),
-        # then the signal, which the state update reads in place
+        # each sweep returns its amplitude at the sampled voxels in arrays reused every step
         if noise is not None:
             (noise_vals,) = noise.amplitude(*band, taper=setup.taper, samples=noise_samples)
             (a_mask,) = signal.amplitude(*band, taper=setup.taper, samples=samples)

@@ -301,10 +301,12 @@ class PrunedLowPass:
             self._fwd_x = _fftw(self.x, self.h, (2,), forward=True, threads=threads)
             self._inv_x = _fftw(self.h, self.x, (2,), forward=False, threads=threads, destroy=True)
 
+    def _clamp(self, k_max: int) -> int:
+        return int(min(max(k_max, 0), max(self.shape[1:]) // 2))
+
     def kx_stop(self, k_max: int) -> int:
         """End of the columns along x that :meth:`run` keeps for ``k_max``."""
-        k_max = int(min(max(k_max, 0), max(self.shape[1:]) // 2))
-        return self.blocks(k_max)[0][1].stop
+        return self.blocks(self._clamp(k_max))[0][1].stop
 
     def blocks(self, k_max: int) -> list[tuple[slice, slice]]:
         """``(y, x)`` slices of the half spectrum whose lines along z are transformed."""
@@ -344,7 +346,7 @@ class PrunedLowPass:
             are not zeroed), for a caller that needs only some lines of the result.
         """
         ny = self.shape[1]
-        k_max = int(min(max(k_max, 0), max(self.shape[1:]) // 2))
+        k_max = self._clamp(k_max)
         h = self.h
         if HAVE_PYFFTW:
             _execute(self._fwd_x)

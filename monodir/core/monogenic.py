@@ -22,6 +22,7 @@ docs/performance.md). Both low-pass with :class:`monodir.core.fourier.PrunedLowP
 
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import dataclass
 
@@ -161,8 +162,9 @@ class LineSamples:
 
     The last (inverse, along x) pass of the low-pass then runs only on those lines, in blocks
     of ``block`` lines, and the amplitude is read at the voxels straight from each block
-    (:meth:`AmplitudeWorkspace.sampled_low_pass`). Each pass along x is a batch of independent
-    1D transforms, so the values are the same bits as the whole volume's at those voxels.
+    (:meth:`ShellSweep.amplitude` with ``samples``). Each pass along x is a batch of
+    independent 1D transforms, so the values are the same bits as the whole volume's at
+    those voxels.
 
     Parameters
     ----------
@@ -172,7 +174,7 @@ class LineSamples:
         Arrays of C-order flat voxel indices (for example the mask and a noise region); the
         values come back in the same order, one array per entry.
     block
-        Lines per block of the pass (``None``: about 256 KiB of real output per block).
+        Lines per block of the pass (``None``: about 1 MiB of real output per block).
     """
 
     def __init__(
@@ -216,6 +218,13 @@ class LineSamples:
             bounds = np.searchsorted(blk, np.arange(n_blocks + 1))
             self.sets.append((local, bounds, order))
         self._values: dict[np.dtype, list[np.ndarray]] = {}
+
+    def with_own_outputs(self) -> LineSamples:
+        """The same voxels with output arrays of its own (for a second sweep read at the same
+        voxels in the same step)."""
+        other = copy.copy(self)
+        other._values = {}
+        return other
 
     def values(self, dtype: np.dtype) -> list[np.ndarray]:
         """Output arrays (one per index array), allocated once and reused by every call."""
