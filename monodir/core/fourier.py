@@ -380,39 +380,6 @@ class PrunedLowPass:
         return self.x
 
 
-def partition_runs(
-    first: np.ndarray, stop: np.ndarray, max_len: int, overhead: float
-) -> list[tuple[int, int, int, int]]:
-    """Group consecutive items into runs ``(i0, i1, lo, hi)`` of at most ``max_len`` items.
-
-    Item ``i`` needs the columns ``[first[i], stop[i])`` (none when ``stop <= first``); a run
-    covers the union ``[lo, hi)`` of its items' columns for every item (``lo = hi = 0`` when
-    none needs any). The runs minimise the columns covered in all plus ``overhead`` per run
-    (dynamic programming: how to batch lines into transforms of rectangular blocks).
-    """
-    n = len(first)
-    has = np.asarray(stop) > np.asarray(first)
-    first = np.where(has, first, np.iinfo(np.int64).max).astype(np.int64).tolist()
-    stop = np.where(has, stop, np.iinfo(np.int64).min).astype(np.int64).tolist()
-    best = [0.0] + [float("inf")] * n
-    cut = [0] * (n + 1)
-    for i1 in range(1, n + 1):
-        lo, hi = first[i1 - 1], stop[i1 - 1]
-        for i0 in range(i1 - 1, max(i1 - max_len, 0) - 1, -1):
-            lo, hi = min(lo, first[i0]), max(hi, stop[i0])
-            cost = best[i0] + (i1 - i0) * max(hi - lo, 0) + overhead
-            if cost < best[i1]:
-                best[i1], cut[i1] = cost, i0
-    runs = []
-    i1 = n
-    while i1 > 0:
-        i0 = cut[i1]
-        lo, hi = min(first[i0:i1]), max(stop[i0:i1])
-        runs.append((i0, i1, lo, hi) if hi > lo else (i0, i1, 0, 0))
-        i1 = i0
-    return runs[::-1]
-
-
 class AxisFFT:
     """Unscaled complex FFT along one axis (every line along it), from ``src`` into ``out``
     (in place when they are the same array). The building block of the pruned transforms."""

@@ -423,7 +423,7 @@ class AmplitudeWorkspace:
         """``(z0, z1, x0, x1)`` of the last-pass slabs: at most about 512 KiB of z-planes, and
         the columns ``x0 <= x < x1`` where ``taper`` is not zero on some line along y (the
         rest of the slab is 0 after the taper and is not transformed). The planes are grouped
-        so that few lines are transformed in vain (:func:`fourier.partition_runs`: 8033 lines
+        so that few lines are transformed in vain (:func:`_slab_partition`: 8033 lines
         instead of 8220 for fixed slabs of 6 planes at 100^3; 7825 hold the taper)."""
         if self._ranges is not None and self._ranges[0] is taper:
             return self._ranges[1]
@@ -439,11 +439,7 @@ class AmplitudeWorkspace:
         if lines is None:
             ranges = [(z0, min(z0 + nb_max, nz), 0, nx) for z0 in range(0, nz, nb_max)]
         else:
-            any_x = lines.any(axis=1)
-            first = np.where(any_x, lines.argmax(axis=1), 0)
-            stop = np.where(any_x, nx - lines[:, ::-1].argmax(axis=1), 0)
-            runs = fourier.partition_runs(first, stop, nb_max, _SLAB_OVERHEAD_LINES)
-            ranges = [(z0, z1, x0, x1) for z0, z1, x0, x1 in runs]
+            ranges = _slab_partition(lines, nb_max, overhead=_SLAB_OVERHEAD_LINES)
         self._ranges = (taper, ranges)
         return ranges
 
@@ -496,9 +492,41 @@ class AmplitudeWorkspace:
 
 
 #: cost of one last-pass slab beyond its lines (a copy, a plan call and a kernel call), in
-#: lines of the transform along y: what :func:`fourier.partition_runs` trades against the lines
+#: lines of the transform along y: what :func:`_slab_partition` trades against the lines
 #: a slab transforms in vain
 _SLAB_OVERHEAD_LINES = 24
+
+
+def _slab_partition(
+    lines: np.ndarray, nb_max: int, overhead: float
+) -> list[tuple[int, int, int, int]]:
+    """Slabs ``(z0, z1, x0, x1)`` of consecutive z-planes (at most ``nb_max`` each) covering
+    every ``True`` of ``lines`` (``(nz, nx)``), where a slab transforms the columns
+    ``[x0, x1)`` that some of its planes need. The partition minimises the lines transformed
+    plus ``overhead`` per slab (dynamic programming over the planes)."""
+    nz = lines.shape[0]
+    any_x = lines.any(axis=1)
+    first = np.where(any_x, lines.argmax(axis=1), lines.shape[1])
+    last = np.where(any_x, lines.shape[1] - lines[:, ::-1].argmax(axis=1), 0)
+    best = np.full(nz + 1, np.inf)
+    best[0] = 0.0
+    cut = np.zeros(nz + 1, dtype=np.int64)
+    for z1 in range(1, nz + 1):
+        lo, hi = lines.shape[1], 0
+        for z0 in range(z1 - 1, max(z1 - nb_max, 0) - 1, -1):
+            lo, hi = min(lo, int(first[z0])), max(hi, int(last[z0]))
+            cost = best[z0] + (z1 - z0) * max(hi - lo, 0) + overhead
+            if cost < best[z1]:
+                best[z1], cut[z1] = cost, z0
+    ranges = []
+    z1 = nz
+    while z1 > 0:
+        z0 = int(cut[z1])
+        lo = int(first[z0:z1].min())
+        hi = int(last[z0:z1].max())
+        ranges.append((z0, z1, lo, hi) if hi > lo else (z0, z1, 0, 0))
+        z1 = z0
+    return ranges[::-1]
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int, bool]]:
