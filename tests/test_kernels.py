@@ -14,7 +14,7 @@ import pytest
 from monodir.core import fourier, kernels, summaries
 from monodir.core.directional import RadialTaper, spatial_taper
 from monodir.core.directions import angles_to_vectors, direction_set
-from monodir.core.monogenic import AmplitudeWorkspace, _runs, _slab_partition
+from monodir.core.monogenic import AmplitudeWorkspace
 
 needs_numba = pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba not installed")
 
@@ -93,56 +93,6 @@ def test_last_pass_with_taper_is_the_definition(n, radial, compiled, monkeypatch
         want = taper * np.sqrt(np.abs(z[0]) ** 2 + np.abs(z[1]) ** 2)
         np.testing.assert_allclose(ws.acc, want, rtol=0, atol=2e-6 * want.max())
         assert np.all(ws.acc[taper == 0] == 0)
-
-
-@pytest.mark.parametrize("shape", [(40, 40, 40), (33, 35, 31), (64, 64, 64)])
-def test_slab_partition_covers_the_taper_with_fewer_lines(shape):
-    lines = RadialTaper.build(shape, dtype=np.float32).column_support()
-    nb_max = 6
-    slabs = _slab_partition(lines, nb_max, overhead=24)
-    assert [s[0] for s in slabs] == [0] + [s[1] for s in slabs[:-1]]  # consecutive planes
-    assert slabs[-1][1] == shape[0]
-    covered = np.zeros_like(lines)
-    for z0, z1, x0, x1 in slabs:
-        assert 1 <= z1 - z0 <= nb_max
-        covered[z0:z1, x0:x1] = True
-    assert not np.any(lines & ~covered)  # every line that holds the taper is transformed
-    fixed = 0
-    for z0 in range(0, shape[0], nb_max):
-        cols = np.flatnonzero(lines[z0 : z0 + nb_max].any(axis=0))
-        fixed += (min(z0 + nb_max, shape[0]) - z0) * (cols[-1] + 1 - cols[0] if cols.size else 0)
-    n_fixed = -(-shape[0] // nb_max)
-    cost = sum((z1 - z0) * (x1 - x0) for z0, z1, x0, x1 in slabs) + 24 * len(slabs)
-    assert cost <= fixed + 24 * n_fixed
-
-
-def test_last_pass_zeroes_the_rows_it_is_told_are_zero():
-    """Runs of planes marked zero are written as 0 without being read: the same bits when
-    they are 0, and a different result when a marked plane is not (the test can fail)."""
-    shape = (24, 26, 22)
-    rng = np.random.default_rng(5)
-    ws = AmplitudeWorkspace(shape, np.float32)
-    taper = RadialTaper.build(shape, dtype=np.float32)
-    t = ws.partials(0)
-    t[...] = rng.standard_normal(t.shape) + 1j * rng.standard_normal(t.shape)
-    nonzero = np.zeros(shape[1], dtype=bool)
-    nonzero[:5] = nonzero[9:14] = nonzero[20:] = True
-    t[:, :, ~nonzero] = 0
-    ws.last_pass_amplitude(t, 1, taper)
-    want = ws.acc.copy()
-    ws.last_pass_amplitude(t, 1, taper, _runs(nonzero))
-    np.testing.assert_array_equal(ws.acc, want)
-    wrong = nonzero.copy()
-    wrong[10] = False
-    ws.last_pass_amplitude(t, 1, taper, _runs(wrong))
-    assert not np.array_equal(ws.acc, want)
-    assert _runs(nonzero) == [
-        (0, 5, True),
-        (5, 9, False),
-        (9, 14, True),
-        (14, 20, False),
-        (20, 26, True),
-    ]
 
 
 @needs_numba

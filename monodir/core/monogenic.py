@@ -23,7 +23,6 @@ docs/performance.md). Both low-pass with :class:`monodir.core.fourier.PrunedLowP
 from __future__ import annotations
 
 import copy
-import itertools
 import threading
 from dataclasses import dataclass
 
@@ -420,36 +419,33 @@ class AmplitudeWorkspace:
         return out if scratch else out.copy()
 
     def _slab_ranges(self, taper: np.ndarray | None) -> list[tuple[int, int, int, int]]:
-        """``(z0, z1, x0, x1)`` of the last-pass slabs: at most about 512 KiB of z-planes, and
-        the columns ``x0 <= x < x1`` where ``taper`` is not zero on some line along y (the
-        rest of the slab is 0 after the taper and is not transformed). The planes are grouped
-        so that few lines are transformed in vain (:func:`_slab_partition`: 8033 lines
-        instead of 8220 for fixed slabs of 6 planes at 100^3; 7825 hold the taper)."""
+        """``(z0, z1, x0, x1)`` of the last-pass slabs: z-planes of about 512 KiB, and the
+        columns ``x0 <= x < x1`` where ``taper`` is not zero on some line along y (the rest
+        of the slab is 0 after the taper and is not transformed)."""
         if self._ranges is not None and self._ranges[0] is taper:
             return self._ranges[1]
         nz, ny, nx = self.shape
         plane = ny * nx * self.cdtype.itemsize
-        nb_max = int(max(1, min(nz, (1 << 19) // plane)))
+        nb = int(max(1, min(nz, (1 << 19) // plane)))
         if taper is None:
             lines = None
         elif hasattr(taper, "column_support"):
             lines = taper.column_support()
         else:
             lines = np.any(taper != 0, axis=1)  # (nz, nx)
-        if lines is None:
-            ranges = [(z0, min(z0 + nb_max, nz), 0, nx) for z0 in range(0, nz, nb_max)]
-        else:
-            ranges = _slab_partition(lines, nb_max, overhead=_SLAB_OVERHEAD_LINES)
+        ranges = []
+        for z0 in range(0, nz, nb):
+            z1 = min(z0 + nb, nz)
+            if lines is None:
+                x0, x1 = 0, nx
+            else:
+                cols = np.flatnonzero(lines[z0:z1].any(axis=0))
+                x0, x1 = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, 0)
+            ranges.append((z0, z1, x0, x1))
         self._ranges = (taper, ranges)
         return ranges
 
-    def last_pass_amplitude(
-        self,
-        t: np.ndarray,
-        axis: int,
-        taper: np.ndarray | None,
-        rows: list[tuple[int, int, bool]] | None = None,
-    ):
+    def last_pass_amplitude(self, t: np.ndarray, axis: int, taper: np.ndarray | None):
         """``acc = taper * sqrt(|F t[0]|^2 + |F t[1]|^2)``, ``F`` the inverse FFT along y.
 
         ``t`` is a pair of partial transforms from :meth:`partials`. Done in slabs of z-planes
@@ -457,9 +453,7 @@ class AmplitudeWorkspace:
         transformed there in place, where the fused squares, root and taper
         (:func:`monodir.core.kernels.tapered_amplitude`) read it from cache. Columns where
         the taper vanishes on every line are not transformed. (An out-of-place transform
-        straight from ``t`` was measured 20 % slower per step.) ``rows``, if given, lists
-        the runs ``(y0, y1, nonzero)`` of planes along y; those with ``nonzero`` false are
-        0 in ``t`` and are zeroed in the buffer instead of copied (the same bits).
+        straight from ``t`` was measured 20 % slower per step.)
         """
         if axis != 1:
             raise ValueError("the last pass runs along y")
@@ -479,61 +473,9 @@ class AmplitudeWorkspace:
                     plan = self._slab_plans[(nb, width)] = fourier.AxisInverse(
                         view, view, 2, self.threads
                     )
-                if rows is None:
-                    np.copyto(view, t[:, z0:z1, :, x0:x1])
-                else:
-                    for ya, yb, nonzero in rows:
-                        if nonzero:
-                            np.copyto(view[:, :, ya:yb], t[:, z0:z1, ya:yb, x0:x1])
-                        else:
-                            view[:, :, ya:yb] = 0
+                np.copyto(view, t[:, z0:z1, :, x0:x1])
                 plan.run()
             kernels.tapered_amplitude(self._slab, nb, width, taper, acc, z0, x0)
-
-
-#: cost of one last-pass slab beyond its lines (a copy, a plan call and a kernel call), in
-#: lines of the transform along y: what :func:`_slab_partition` trades against the lines
-#: a slab transforms in vain
-_SLAB_OVERHEAD_LINES = 24
-
-
-def _slab_partition(
-    lines: np.ndarray, nb_max: int, overhead: float
-) -> list[tuple[int, int, int, int]]:
-    """Slabs ``(z0, z1, x0, x1)`` of consecutive z-planes (at most ``nb_max`` each) covering
-    every ``True`` of ``lines`` (``(nz, nx)``), where a slab transforms the columns
-    ``[x0, x1)`` that some of its planes need. The partition minimises the lines transformed
-    plus ``overhead`` per slab (dynamic programming over the planes)."""
-    nz = lines.shape[0]
-    any_x = lines.any(axis=1)
-    first = np.where(any_x, lines.argmax(axis=1), lines.shape[1])
-    last = np.where(any_x, lines.shape[1] - lines[:, ::-1].argmax(axis=1), 0)
-    best = np.full(nz + 1, np.inf)
-    best[0] = 0.0
-    cut = np.zeros(nz + 1, dtype=np.int64)
-    for z1 in range(1, nz + 1):
-        lo, hi = lines.shape[1], 0
-        for z0 in range(z1 - 1, max(z1 - nb_max, 0) - 1, -1):
-            lo, hi = min(lo, int(first[z0])), max(hi, int(last[z0]))
-            cost = best[z0] + (z1 - z0) * max(hi - lo, 0) + overhead
-            if cost < best[z1]:
-                best[z1], cut[z1] = cost, z0
-    ranges = []
-    z1 = nz
-    while z1 > 0:
-        z0 = int(cut[z1])
-        lo = int(first[z0:z1].min())
-        hi = int(last[z0:z1].max())
-        ranges.append((z0, z1, lo, hi) if hi > lo else (z0, z1, 0, 0))
-        z1 = z0
-    return ranges[::-1]
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int, bool]]:
-    """``(start, stop, value)`` of the runs of equal values of a boolean array."""
-    edges = np.flatnonzero(mask[1:] != mask[:-1]) + 1
-    bounds = [0, *edges.tolist(), mask.size]
-    return [(a, b, bool(mask[a])) for a, b in itertools.pairwise(bounds)]
 
 
 _local = threading.local()
@@ -606,9 +548,6 @@ class ShellSweep:
         # not zeroed here: the first step writes every plane (ShellSweep.amplitude)
         self.t = ws.partials(slot, zero=False)
         self.weights: np.ndarray | None = None
-        #: planes of ``t`` along the last pass that may be non-zero (the others are 0: the
-        #: last pass writes them without reading them)
-        self.rows = np.zeros(ws.shape[self.axes[2]], dtype=bool)
 
     def amplitude(
         self,
@@ -643,10 +582,9 @@ class ShellSweep:
                 assign=first,  # the accumulators start from nothing: write, not add
                 key=self.key[sel],
             )
-            self.rows[self.k[self.axes[2]][sel]] = True
         elif first:
             self.t.fill(0)
-        ws.last_pass_amplitude(self.t, self.axes[2], taper, _runs(self.rows))
+        ws.last_pass_amplitude(self.t, self.axes[2], taper)
         if samples is not None:
             return ws._low_pass(f, f_l, nan_at_zero_width, samples)
         out = ws._low_pass(f, f_l, nan_at_zero_width)
