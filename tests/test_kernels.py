@@ -195,17 +195,20 @@ def test_state_update_numba_equals_numpy(monkeypatch):
 @needs_numba
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(("f", "f_l", "nan"), [(0.2, 0.27, False), (0.25, 0.25, True)])
-@pytest.mark.parametrize("shape", [(16, 12, 16), (40, 12, 16)])  # 40: blocks of > 16 planes
-def test_low_pass_kernel_equals_numpy(shape, dtype, f, f_l, nan, monkeypatch):
+@pytest.mark.parametrize("shape", [(16, 12, 16), (40, 12, 16)])
+@pytest.mark.parametrize("capacity", [1 << 16, 1, 40])  # 1: one row of ramp entries a call
+def test_low_pass_kernel_equals_numpy(shape, dtype, f, f_l, nan, capacity, monkeypatch):
     """The compiled low-pass multiplies by exactly ``scale * low_pass(|u|)`` (and, with a
     zero-width ramp, gives NaN from the coefficients at ``|u| = f``, as Xmipp, quirk Q1).
-    ``|u| = 4/16 = 0.25`` lies exactly on both grids."""
+    ``|u| = 4/16 = 0.25`` lies exactly on both grids. A small ``capacity`` makes the kernel
+    hand its ramp entries over in many rounds, stopping between rows."""
     rng = np.random.default_rng(2)
     x = rng.standard_normal(shape).astype(dtype)
     outs = []
     for compiled in (True, False):
         monkeypatch.setattr(kernels, "HAVE_NUMBA", compiled)
         ws = AmplitudeWorkspace(shape, dtype)
+        ws._radial = kernels.RadialLowPass(dtype, capacity=capacity)
         ws.acc[...] = x
         outs.append(ws._low_pass(f, f_l, nan).copy())
     np.testing.assert_array_equal(outs[0], outs[1])

@@ -268,30 +268,38 @@ if HAVE_NUMBA:  # pragma: no branch
         return lo
 
     @_jit()
-    def _radial_filter_numba(block, fz, fy, fx, f, f_l, scale, pos, ramp_r):  # pragma: no cover
+    def _radial_filter_numba(
+        block, fz, fy, fx, f, f_l, scale, pos, ramp_r, start
+    ):  # pragma: no cover
+        """Filter the rows of ``block`` from flat row ``start`` on, until the ramp entries of
+        the next row would not fit in ``pos``/``ramp_r``; returns (entries, next row)."""
         nz, ny, nx = block.shape
         real = ramp_r.dtype.type
         zero = real(0.0)
+        capacity = ramp_r.size
         count = 0
-        for a in range(nz):
-            for b in range(ny):
-                s = fz[a] * fz[a] + fy[b] * fy[b]
-                c1 = _first_at_least(s, fx, real, f, False)  # r < f before c1
-                c2 = _first_at_least(s, fx, real, f_l, True)  # r <= f_l before c2
-                if c2 < c1:
-                    c2 = c1
-                row = block[a, b]
-                for c in range(c1):
-                    row[c] = row[c] * scale
-                for c in range(c1, c2):  # the ramp: its values are computed by the caller
-                    pos[count, 0] = a
-                    pos[count, 1] = b
-                    pos[count, 2] = c
-                    ramp_r[count] = real(np.sqrt(s + fx[c] * fx[c]))
-                    count += 1
-                for c in range(c2, nx):
-                    row[c] = row[c] * zero
-        return count
+        for row in range(start, nz * ny):
+            a = row // ny
+            b = row - a * ny
+            s = fz[a] * fz[a] + fy[b] * fy[b]
+            c1 = _first_at_least(s, fx, real, f, False)  # r < f before c1
+            c2 = _first_at_least(s, fx, real, f_l, True)  # r <= f_l before c2
+            if c2 < c1:
+                c2 = c1
+            if count + (c2 - c1) > capacity:
+                return count, row
+            line = block[a, b]
+            for c in range(c1):
+                line[c] = line[c] * scale
+            for c in range(c1, c2):  # the ramp: its values are computed by the caller
+                pos[count, 0] = a
+                pos[count, 1] = b
+                pos[count, 2] = c
+                ramp_r[count] = real(np.sqrt(s + fx[c] * fx[c]))
+                count += 1
+            for c in range(c2, nx):
+                line[c] = line[c] * zero
+        return count, nz * ny
 
     @_jit()
     def _scale_at_numba(block, pos, values, count):  # pragma: no cover
@@ -311,31 +319,36 @@ class RadialLowPass:
     result equals multiplying by ``scale * low_pass(r)`` computed with NumPy, bit for bit.
     """
 
-    def __init__(self, real_dtype: np.dtype):
+    def __init__(self, real_dtype: np.dtype, capacity: int = 1 << 16):
         self.dtype = np.dtype(real_dtype)
+        self.capacity = int(capacity)
         self._pos = np.empty((0, 3), dtype=np.int32)
         self._r = np.empty(0, dtype=self.dtype)
 
     def apply(self, block, fz, fy, fx, f: float, f_l: float, scale, ramp) -> bool:
-        """Filter ``block`` in place; ``False`` (nothing done) without numba."""
+        """Filter ``block`` in place; ``False`` (nothing done) without numba.
+
+        The rows are filtered in order; the ramp entries are collected until ``capacity``
+        of them (at least one row's worth) are waiting, then ``ramp`` is called on them
+        all at once: a call or two per block at 100^3.
+        """
         if not HAVE_NUMBA:
             return False
-        planes = 16  # the ramp buffers hold at most this many planes of the block
-        size = planes * block.shape[1] * block.shape[2]
-        if self._r.size < size:
+        size = max(self.capacity, block.shape[2])
+        if self._r.size != size:
             self._pos = np.empty((size, 3), dtype=np.int32)
             self._r = np.empty(size, dtype=self.dtype)
         t = self.dtype.type
         # NumPy compares a float32 array with a Python float in float32 (NEP 50): same here
-        for z0 in range(0, block.shape[0], planes):
-            part = block[z0 : z0 + planes]
-            count = _radial_filter_numba(
-                part, fz[z0 : z0 + planes], fy, fx, t(f), t(f_l), t(scale), self._pos, self._r
+        row, rows = 0, block.shape[0] * block.shape[1]
+        while row < rows:
+            count, row = _radial_filter_numba(
+                block, fz, fy, fx, t(f), t(f_l), t(scale), self._pos, self._r, row
             )
             if count:
                 values = ramp(self._r[:count])
                 values *= t(scale)
-                _scale_at_numba(part, self._pos, values, count)
+                _scale_at_numba(block, self._pos, values, count)
         return True
 
 
