@@ -538,25 +538,31 @@ class PartialInverse:
             planes = np.empty(0, dtype=np.int64)
             bounds = [0]
         else:
-            plane_of = key // n2
-            starts = _run_starts(plane_of)
-            planes = plane_of[starts]
-            bounds = [*starts.tolist(), key.size]
+            # the lines (k_a3, k_a2) that hold coefficients, and the planes k_a3, found once:
+            # each coefficient's line, each line's plane and row, where each plane's lines start
+            first = _run_starts(key)
+            line_keys = key[first]
+            line_of = np.zeros(key.size, dtype=np.intp)
+            line_of[first[1:]] = 1
+            np.cumsum(line_of, out=line_of)
+            line_plane = line_keys // n2
+            line_row = line_keys - line_plane * n2
+            plane_starts = _run_starts(line_plane)
+            planes = line_plane[plane_starts]
+            line_bounds = [*plane_starts.tolist(), line_keys.size]  # lines of each plane
+            line_plane_index = np.repeat(np.arange(planes.size), np.diff(line_bounds))
+            bounds = [*first[plane_starts].tolist(), key.size]  # coefficients of each plane
         views = [np.moveaxis(t, (a3, a2, a1), (0, 1, 2)) for t in targets]
         chunk = self.plane_chunk
         for c0 in range(0, planes.size, chunk):
             c1 = min(c0 + chunk, planes.size)
             lo, hi = bounds[c0], bounds[c1]
-            # pass 1: the lines (k_a3, k_a2) of this group of planes that hold coefficients
-            seg = key[lo:hi]
-            first = _run_starts(seg)
-            line_keys = seg[first]
-            line_of = np.zeros(seg.size, dtype=np.intp)
-            line_of[first[1:]] = 1
-            np.cumsum(line_of, out=line_of)
-            lines = np.zeros((nb, line_keys.size, n1), dtype=self.cdtype)
+            l0, l1 = line_bounds[c0], line_bounds[c1]
+            # pass 1: the lines of this group of planes that hold coefficients
+            lines = np.zeros((nb, l1 - l0, n1), dtype=self.cdtype)
+            local_line = line_of[lo:hi] - l0
             for b in range(nb):
-                lines[b, line_of, k1[lo:hi]] = values[b][lo:hi]
+                lines[b, local_line, k1[lo:hi]] = values[b][lo:hi]
             if fft_clock is not None:
                 t0 = time.perf_counter()
             lines = sfft.ifft(lines, axis=2, norm="forward", overwrite_x=True, workers=self.threads)
@@ -564,9 +570,7 @@ class PartialInverse:
                 fft_clock[0] += time.perf_counter() - t0
             # pass 2: those planes, every line along a2
             slab = self._slab(c1 - c0, n2, n1)
-            line_plane = line_keys // n2
-            local = np.searchsorted(planes[c0:c1], line_plane)
-            slab[:, local, line_keys - line_plane * n2, :] = lines
+            slab[:, line_plane_index[l0:l1] - c0, line_row[l0:l1], :] = lines
             self._ifft_planes(slab)
             for b in range(nb):
                 kernels.store_planes(views[b], planes[c0:c1], slab[b], assign=assign)
