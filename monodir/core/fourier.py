@@ -538,13 +538,11 @@ class PartialInverse:
             planes = np.empty(0, dtype=np.int64)
             bounds = [0]
         else:
-            # the lines (k_a3, k_a2) that hold coefficients, and the planes k_a3, found once:
-            # each coefficient's line, each line's plane and row, where each plane's lines start
+            # the lines (k_a3, k_a2) that hold coefficients and the planes k_a3, found once
+            # (arrays per line, not per coefficient: they stay small): where each line's
+            # coefficients start, each line's plane and row, where each plane's lines start
             first = _run_starts(key)
             line_keys = key[first]
-            line_of = np.zeros(key.size, dtype=np.intp)
-            line_of[first[1:]] = 1
-            np.cumsum(line_of, out=line_of)
             line_plane = line_keys // n2
             line_row = line_keys - line_plane * n2
             plane_starts = _run_starts(line_plane)
@@ -560,7 +558,9 @@ class PartialInverse:
             l0, l1 = line_bounds[c0], line_bounds[c1]
             # pass 1: the lines of this group of planes that hold coefficients
             lines = np.zeros((nb, l1 - l0, n1), dtype=self.cdtype)
-            local_line = line_of[lo:hi] - l0
+            local_line = np.zeros(hi - lo, dtype=np.intp)  # each coefficient's line, from 0
+            local_line[first[l0 + 1 : l1] - lo] = 1
+            np.cumsum(local_line, out=local_line)
             for b in range(nb):
                 lines[b, local_line, k1[lo:hi]] = values[b][lo:hi]
             if fft_clock is not None:
