@@ -154,3 +154,52 @@ def test_slurm_worker_job_cancelled_mid_run(tmp_path, monkeypatch):
     ref = run_cli(["run", str(local)], timeout=600)
     assert ref.returncode == 0, ref.stderr
     assert_same_outputs(tmp_path / "slurm", tmp_path / "local")
+
+
+class _FakeJobCluster:
+    """What :class:`JobKeeper` reads of a ``SpecCluster``: one planned job, no worker now."""
+
+    def __init__(self, scheduler):
+        from distributed.core import Status
+
+        self.status = Status.running
+        self.scheduler = scheduler
+        self.scheduler_info = {"workers": {}}
+        self.worker_spec = {"job-0": {"cls": object, "options": {}}}
+        self.workers: dict = {}
+        self.scaled: list[int] = []
+
+    def scale(self, jobs: int) -> None:
+        self.scaled.append(jobs)
+
+
+class _FakeScheduler:
+    def __init__(self):
+        self.workers: dict = {}
+        self.plugins: dict = {}
+
+    def add_plugin(self, plugin, name=None):
+        self.plugins[name] = plugin
+
+
+def test_job_keeper_replaces_a_job_that_came_and_went_between_checks():
+    """A worker job that connected and ended between two checks (cancelled a second after it
+    started) is replaced: its connection was recorded by the scheduler plugin. Without that
+    record the keeper cannot tell it from a job still waiting in the queue (the run used to
+    wait for ever)."""
+    from types import SimpleNamespace
+
+    from monodir.pipeline.cluster import JobKeeper
+
+    scheduler = _FakeScheduler()
+    cluster = _FakeJobCluster(scheduler)
+    keeper = JobKeeper(cluster, interval=3600, grace=0.0)
+    keeper._watch(scheduler)
+    assert keeper.check() == []  # never connected: left alone (queued, or broken)
+    plugin = scheduler.plugins["monodir-job-keeper"]
+    scheduler.workers["tcp://10.0.0.1:1234"] = SimpleNamespace(name="job-0")
+    plugin.add_worker(scheduler, "tcp://10.0.0.1:1234")
+    del scheduler.workers["tcp://10.0.0.1:1234"]  # gone before any check saw it
+    assert keeper.check() == ["job-0"]
+    assert cluster.scaled == [1] and keeper.replaced == ["job-0"]
+    assert keeper.check() == []  # the replacement has not connected yet: not lost again

@@ -359,6 +359,10 @@ class JobKeeper:
     be waiting in the queue, or be broken, which resubmitting would not fix). The tasks the
     lost workers were running are retried on the others by Dask itself.
 
+    Connections are recorded by a plugin on the cluster's own scheduler as they happen, so a
+    job whose workers came and went between two checks (cancelled within a second or two of
+    starting) is replaced too; polling alone missed it and the run waited for ever.
+
     Parameters
     ----------
     cluster
@@ -383,6 +387,8 @@ class JobKeeper:
         self.grace = float(grace or 0.0)
         self.replaced: list[str] = []
         self._seen: set[str] = set()
+        #: names of the workers that have connected since their job was (re)started
+        self._connected_once: set[str] = set()
         self._missing_since: dict[str, float] = {}
         self._tasks: set[Any] = set()
         self._stop = threading.Event()
@@ -390,8 +396,27 @@ class JobKeeper:
 
     def start(self) -> JobKeeper:
         """Start checking (returns self)."""
+        scheduler = getattr(self.cluster, "scheduler", None)
+        if scheduler is not None and hasattr(scheduler, "add_plugin"):
+            self.cluster.loop.add_callback(self._watch, scheduler)
         self._thread.start()
         return self
+
+    def _watch(self, scheduler: Any) -> None:
+        """Record every worker that connects to ``scheduler`` (on its event loop)."""
+        from distributed.diagnostics.plugin import SchedulerPlugin
+
+        keeper = self
+
+        class _Connections(SchedulerPlugin):
+            def add_worker(self, scheduler: Any, worker: str) -> None:
+                state = scheduler.workers.get(worker)
+                if state is not None:
+                    keeper._connected_once.add(str(state.name))
+
+        for state in list(scheduler.workers.values()):  # those that came first
+            self._connected_once.add(str(state.name))
+        scheduler.add_plugin(_Connections(), name="monodir-job-keeper")
 
     def stop(self) -> None:
         """Stop checking (before the cluster is closed)."""
@@ -428,11 +453,12 @@ class JobKeeper:
                 self._seen.add(job)
                 self._missing_since.pop(job, None)
                 continue
-            if job not in self._seen:
+            if job not in self._seen and not names & self._connected_once:
                 continue  # never connected: queued, starting, or broken
             since = self._missing_since.setdefault(job, now)
             if now - since >= self.grace:
                 lost.append(job)
+                self._connected_once -= names  # the replacement has not connected yet
         if not lost:
             return []
         for job in lost:
