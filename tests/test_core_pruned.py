@@ -323,3 +323,29 @@ def test_resolution_matrix_threads_equal_the_sequential_loop(small_map, compat):
     np.testing.assert_array_equal(threaded, sequential)
     assert seen[-1] == setup.n_directions and seen == sorted(seen)
     assert np.all(np.isfinite(threaded))
+
+
+@pytest.mark.parametrize("tile", [None, 37])
+def test_directional_threads_share_the_summaries_with_the_same_result(small_map, tile, monkeypatch):
+    """``directional(n_jobs=2)`` summarises tiles of voxels on two threads; every output is
+    the sequential call's (default tiles, and many small tiles)."""
+    import dataclasses
+
+    from monodir.core import directional as directional_module
+
+    if tile is not None:
+        monkeypatch.setattr(directional_module, "SUMMARY_TILE", tile)
+    vol, mask = small_map
+    one = directional_module.directional(vol, mask, 1.0, fast=True, n_jobs=1)
+    two = directional_module.directional(vol, mask, 1.0, fast=True, n_jobs=2)
+    compared = 0
+    for field in dataclasses.fields(one):
+        a, b = getattr(one, field.name), getattr(two, field.name)
+        items = a.items() if isinstance(a, dict) else [(field.name, a)]
+        for name, value in items:
+            other = b[name] if isinstance(a, dict) else b
+            if isinstance(value, np.ndarray):
+                np.testing.assert_array_equal(value, other, err_msg=name)
+                compared += 1
+    assert compared >= 8
+    assert np.isfinite(one.maps["radial"]).sum() > 0

@@ -636,6 +636,10 @@ def resolution_matrix(
     return matrix
 
 
+#: Most mask voxels summarised at once by :func:`directional` (bounds its temporaries).
+SUMMARY_TILE = 65536
+
+
 def directional(
     volume: np.ndarray,
     mask: np.ndarray,
@@ -650,17 +654,30 @@ def directional(
     """Directional resolution analysis without a cluster.
 
     Keyword arguments are those of :func:`prepare_directional`. ``monores_map`` (Å) enters the
-    radial averages and the z-score map. ``n_jobs`` threads share the directions.
+    radial averages and the z-score map. ``n_jobs`` threads share the directions, then the
+    voxel summaries.
     ``progress``, if given, is called with ``(done, total)``.
     """
     from monodir.core.summaries import finalize_directional, voxel_summaries
 
     setup = prepare_directional(volume, mask, voxel_size, threads=threads, **kwargs)
     matrix = resolution_matrix(setup, threads=threads, n_jobs=n_jobs, progress=progress)
-    parts = []
-    block = 65536
-    for start in range(0, setup.n_mask, block):
-        parts.append(voxel_summaries(setup, matrix[:, start : start + block], start))
+    # tiles of voxels, summarised independently (the same values for any tiling); with
+    # n_jobs > 1 the threads share them (the sorts and compiled loops release the GIL)
+    jobs = max(1, int(n_jobs))
+    block = min(SUMMARY_TILE, max(1, -(-setup.n_mask // jobs)))
+    starts = range(0, setup.n_mask, block)
+
+    def summarise(start: int) -> dict:
+        return voxel_summaries(setup, matrix[:, start : start + block], start)
+
+    if jobs > 1 and len(starts) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(jobs, thread_name_prefix="monodir-summary") as pool:
+            parts = list(pool.map(summarise, starts))
+    else:
+        parts = [summarise(start) for start in starts]
     result = finalize_directional(setup, parts, monores_map=monores_map)
     result.resolution_matrix = matrix
     return result
