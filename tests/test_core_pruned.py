@@ -325,10 +325,13 @@ def test_resolution_matrix_threads_equal_the_sequential_loop(small_map, compat):
     assert np.all(np.isfinite(threaded))
 
 
+@pytest.mark.parametrize("compat", [False, True])
 @pytest.mark.parametrize("tile", [None, 37])
-def test_directional_threads_share_the_summaries_with_the_same_result(small_map, tile, monkeypatch):
+def test_directional_threads_share_the_summaries_with_the_same_result(
+    small_map, tile, compat, monkeypatch
+):
     """``directional(n_jobs=2)`` summarises tiles of voxels on two threads; every output is
-    the sequential call's (default tiles, and many small tiles)."""
+    the sequential call's bytes (one tile, and many small tiles), in both modes."""
     import dataclasses
 
     from monodir.core import directional as directional_module
@@ -336,8 +339,9 @@ def test_directional_threads_share_the_summaries_with_the_same_result(small_map,
     if tile is not None:
         monkeypatch.setattr(directional_module, "SUMMARY_TILE", tile)
     vol, mask = small_map
-    one = directional_module.directional(vol, mask, 1.0, fast=True, n_jobs=1)
-    two = directional_module.directional(vol, mask, 1.0, fast=True, n_jobs=2)
+    kw = {"fast": True, "xmipp_compat": compat}
+    one = directional_module.directional(vol, mask, 1.0, n_jobs=1, **kw)
+    two = directional_module.directional(vol, mask, 1.0, n_jobs=2, **kw)
     compared = 0
     for field in dataclasses.fields(one):
         a, b = getattr(one, field.name), getattr(two, field.name)

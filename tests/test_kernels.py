@@ -366,3 +366,37 @@ def test_voxel_summaries_numba_equals_numpy(fast, monkeypatch):
     dx, dy, dz = x - shape[2] // 2, y - shape[1] // 2, z - shape[0] // 2
     assert np.any((dy == 0) & (np.abs(dx) == np.abs(dz)) & (dz != 0))
     assert np.any(np.asarray(want["highest"]) == 0.0)
+
+
+def test_radial_averages_are_sequential_shell_sums():
+    """Shell means and stds (algorithm.md 2.12) are float64 sums of each shell's voxels in
+    voxel order, every voxel counted in the shells floor(r) and floor(r) + 1, exactly as an
+    element-by-element accumulation (``np.add.at``) gives them."""
+    from monodir.core.masks import radius2
+
+    rng = np.random.default_rng(5)
+    shape = (22, 22, 22)
+    in_mask = rng.random(shape) < 0.6
+    maps = {k: rng.uniform(2.0, 9.0, shape).astype(np.float32) for k in summaries.VOXEL_MAPS}
+    monores = rng.uniform(2.0, 9.0, shape)
+    table, zmap = summaries.radial_averages_and_zscore(maps, in_mask, monores)
+
+    r = np.sqrt(radius2(shape).astype(np.float64))[in_mask]
+    base = np.floor(r).astype(np.int64)
+    kmax = shape[2] // 2 - 1
+    order = [base + off for off in (0, 1)]
+    for name in ("radial", "azimuthal", "highest", "lowest", "monores"):
+        v = (monores if name == "monores" else maps[name])[in_mask].astype(np.float64)
+        s1, s2, cnt = np.zeros(kmax + 2), np.zeros(kmax + 2), np.zeros(kmax + 2)
+        for kk in order:
+            ok = (kk >= 1) & (kk <= kmax) & (kk - 1 <= r) & (r < kk + 1)
+            np.add.at(s1, kk[ok], v[ok])
+            np.add.at(s2, kk[ok], v[ok] ** 2)
+            np.add.at(cnt, kk[ok], 1)
+        shells = table["radius"].astype(np.int64)
+        mean = s1[shells] / cnt[shells]
+        var = s2[shells] / cnt[shells] - mean**2 + (0.001 if name == "lowest" else 0.0)
+        np.testing.assert_array_equal(table[f"{name}_mean"], mean, err_msg=name)
+        np.testing.assert_array_equal(table[f"{name}_std"], np.sqrt(np.maximum(var, 0)))
+    assert shells.tolist() == list(range(1, kmax + 1))
+    assert np.all(zmap[~in_mask] == 0) and np.all(zmap[in_mask] <= 5.0)

@@ -636,7 +636,7 @@ def resolution_matrix(
     return matrix
 
 
-#: Most mask voxels summarised at once by :func:`directional` (bounds its temporaries).
+#: Mask voxels summarised at once by :func:`directional` (bounds its temporaries).
 SUMMARY_TILE = 65536
 
 
@@ -662,10 +662,11 @@ def directional(
 
     setup = prepare_directional(volume, mask, voxel_size, threads=threads, **kwargs)
     matrix = resolution_matrix(setup, threads=threads, n_jobs=n_jobs, progress=progress)
-    # tiles of voxels, summarised independently (the same values for any tiling); with
-    # n_jobs > 1 the threads share them (the sorts and compiled loops release the GIL)
+    # tiles of voxels, summarised independently and combined in order; with n_jobs > 1 the
+    # threads share them (the sorts and compiled loops release the GIL). The tiles do not
+    # depend on n_jobs: the per-direction sums of xmipp_compat depend on the tiling
     jobs = max(1, int(n_jobs))
-    block = min(SUMMARY_TILE, max(1, -(-setup.n_mask // jobs)))
+    block = SUMMARY_TILE
     starts = range(0, setup.n_mask, block)
 
     def summarise(start: int) -> dict:

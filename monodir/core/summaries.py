@@ -510,19 +510,22 @@ def radial_averages_and_zscore(
         table[f"{k}_std"] = []
     zscore = np.zeros(r.size)
     nbins = kmax + 2
+    # each voxel falls in the shells floor(r) and floor(r) + 1 (where those exist): the bins
+    # and the voxels are listed once, the first shells first; bincount then adds every voxel
+    # to its bin in that order, as sequential float64 sums (the same sums as np.add.at)
+    in_shell = []
+    for off in (0, 1):
+        kk = base + off
+        in_shell.append((kk >= 1) & (kk <= kmax) & (kk - 1 <= r) & (r < kk + 1))
+    bins = np.concatenate([base[ok] + off for off, ok in enumerate(in_shell)])
+    cnt = np.bincount(bins, minlength=nbins).astype(np.float64)
     sums = {}
     for k in names:
-        s1 = np.zeros(nbins)
-        s2 = np.zeros(nbins)
-        cnt = np.zeros(nbins)
-        for off in (0, 1):
-            kk = base + off
-            ok = (kk >= 1) & (kk <= kmax) & (kk - 1 <= r) & (r < kk + 1)
-            np.add.at(s1, kk[ok], vals[k][ok])
-            np.add.at(s2, kk[ok], vals[k][ok] ** 2)
-            np.add.at(cnt, kk[ok], 1)
-        sums[k] = (s1, s2, cnt)
-    cnt = sums["radial"][2]
+        v = np.concatenate([vals[k][ok] for ok in in_shell])
+        sums[k] = (
+            np.bincount(bins, weights=v, minlength=nbins),
+            np.bincount(bins, weights=v**2, minlength=nbins),
+        )
     with np.errstate(invalid="ignore", divide="ignore"):
         means = {k: sums[k][0] / cnt for k in names}
         stds = {}
