@@ -353,3 +353,23 @@ def test_directional_threads_share_the_summaries_with_the_same_result(
                 compared += 1
     assert compared >= 8
     assert np.isfinite(one.maps["radial"]).sum() > 0
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_voxel_summaries_split_over_threads_give_the_same_bytes(small_map, fast, monkeypatch):
+    """A block's voxels summarised by three threads (outlier removal, sorts, radial and
+    azimuthal means, sums over voxels) give the one-thread call's bytes."""
+    from monodir.core import summaries
+
+    vol, mask = small_map
+    setup = prepare_directional(vol, mask, 1.0, fast=fast)
+    rng = np.random.default_rng(11)
+    block = rng.uniform(2.0, 12.0, (setup.n_directions, setup.n_mask)).astype(np.float32)
+    block[rng.random(block.shape) < 0.05] = np.nan  # directions that found nothing
+    monkeypatch.setattr(summaries, "MIN_VOXELS_PER_THREAD", 7)
+    one = summaries.voxel_summaries(setup, block[:, 5:], 5, jobs=1)
+    three = summaries.voxel_summaries(setup, block[:, 5:], 5, jobs=3)
+    assert one.keys() == three.keys()
+    for name, value in one.items():
+        np.testing.assert_array_equal(value, three[name], err_msg=name)
+    assert np.isfinite(one["radial"]).all() and one["dir_count"].sum() > 0

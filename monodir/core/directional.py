@@ -663,14 +663,15 @@ def directional(
     setup = prepare_directional(volume, mask, voxel_size, threads=threads, **kwargs)
     matrix = resolution_matrix(setup, threads=threads, n_jobs=n_jobs, progress=progress)
     # tiles of voxels, summarised independently and combined in order; with n_jobs > 1 the
-    # threads share them (the sorts and compiled loops release the GIL). The tiles do not
-    # depend on n_jobs: the per-direction sums of xmipp_compat depend on the tiling
+    # threads share the tiles, or a single tile's voxels (the sorts and compiled loops
+    # release the GIL). The tiles do not depend on n_jobs: the per-direction sums of
+    # xmipp_compat depend on the tiling
     jobs = max(1, int(n_jobs))
     block = SUMMARY_TILE
     starts = range(0, setup.n_mask, block)
 
-    def summarise(start: int) -> dict:
-        return voxel_summaries(setup, matrix[:, start : start + block], start)
+    def summarise(start: int, inner: int = 1) -> dict:
+        return voxel_summaries(setup, matrix[:, start : start + block], start, inner)
 
     if jobs > 1 and len(starts) > 1:
         from concurrent.futures import ThreadPoolExecutor
@@ -678,7 +679,7 @@ def directional(
         with ThreadPoolExecutor(jobs, thread_name_prefix="monodir-summary") as pool:
             parts = list(pool.map(summarise, starts))
     else:
-        parts = [summarise(start) for start in starts]
+        parts = [summarise(start, jobs) for start in starts]
     result = finalize_directional(setup, parts, monores_map=monores_map)
     result.resolution_matrix = matrix
     return result

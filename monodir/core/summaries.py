@@ -270,7 +270,7 @@ def _sorted_percentile(sorted_vals: np.ndarray, n: np.ndarray, p: float) -> np.n
     return np.take_along_axis(sorted_vals, k[None, :], axis=0)[0]
 
 
-def voxel_summaries(setup, block: np.ndarray, start: int) -> dict:
+def voxel_summaries(setup, block: np.ndarray, start: int, jobs: int = 1) -> dict:
     """Per-voxel summaries of mask voxels ``start : start + nb``.
 
     Parameters
@@ -281,6 +281,8 @@ def voxel_summaries(setup, block: np.ndarray, start: int) -> dict:
         ``(D, nb)`` per-direction resolutions of those voxels.
     start
         Offset of the block in the mask-voxel order.
+    jobs
+        Threads sharing the block's voxels (default mode with numba; the same values).
 
     Returns
     -------
@@ -291,7 +293,7 @@ def voxel_summaries(setup, block: np.ndarray, start: int) -> dict:
     compat = setup.xmipp_compat
     dirs = setup.directions
     if not compat and kernels.HAVE_NUMBA:
-        return _voxel_summaries_compiled(setup, block, start)
+        return _voxel_summaries_compiled(setup, block, start, jobs)
     if compat:
         dirs = xmipp_trig_products(setup.angles)
         res = _remove_outliers_xmipp(
@@ -384,9 +386,12 @@ def _voxel_positions(setup, start: int, nb: int):
     return x, y, z
 
 
-def _voxel_summaries_compiled(setup, block: np.ndarray, start: int) -> dict:
-    """:func:`voxel_summaries` in default mode with the per-voxel work compiled
-    (:func:`monodir.core.kernels.voxel_summary_maps`); the same values, bit for bit."""
+def _voxel_maps_compiled(setup, block: np.ndarray, start: int) -> tuple:
+    """The per-voxel part of :func:`_voxel_summaries_compiled` for mask voxels
+    ``start : start + nb`` (``block``: ``(D, nb)``): ``maps`` (7 rows), ``resv``, ``prefv``
+    (``(D, nb)``) and ``counts`` (``(2, D)``), as :func:`kernels.voxel_summary_maps`, with
+    the voxels at a radial/tangential limit already classified the NumPy way. Every voxel
+    is independent of the others."""
     dirs = setup.directions
     # voxel-major from the start: the outlier loop and the summaries read a voxel's row
     vm = np.array(block.T, dtype=np.float64, order="C")
@@ -400,19 +405,51 @@ def _voxel_summaries_compiled(setup, block: np.ndarray, start: int) -> dict:
     maps, resv, prefv, counts, near = kernels.voxel_summary_maps(
         vm, dirs, pos, norm_p, _COS_RADIAL, _COS_TANGENTIAL, PREFERRED_TOLERANCE
     )
-    highest, lowest, doa, mean_doa, aniso, radial, azimuthal = maps
     sel = np.flatnonzero(near)
     if sel.size:  # a cosine at a limit: classify those voxels as the NumPy version does
         res = vm[sel].T
         valid = res > 0
-        radial[sel], azimuthal[sel] = _radial_azimuthal(
+        maps[5, sel], maps[6, sel] = _radial_azimuthal(
             np.where(valid, res, 0.0),
             valid,
-            mean_doa[sel],
+            maps[3, sel],
             dirs,
             tuple(p[sel] for p in pos),
             norm_p[sel],
         )
+    return maps, resv, prefv, counts
+
+
+#: Fewest voxels per thread when :func:`voxel_summaries` splits a block over threads.
+MIN_VOXELS_PER_THREAD = 4096
+
+
+def _voxel_summaries_compiled(setup, block: np.ndarray, start: int, jobs: int = 1) -> dict:
+    """:func:`voxel_summaries` in default mode with the per-voxel work compiled
+    (:func:`monodir.core.kernels.voxel_summary_maps`); the same values, bit for bit.
+
+    With ``jobs > 1`` the voxels are split into that many runs, summarised on as many
+    threads (the sorts and compiled loops release the GIL) and put back together before the
+    sums over voxels, which therefore add the very same arrays."""
+    nb = block.shape[1]
+    jobs = max(1, min(int(jobs), nb // MIN_VOXELS_PER_THREAD))
+    if jobs == 1:
+        maps, resv, prefv, counts = _voxel_maps_compiled(setup, block, start)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        edges = np.linspace(0, nb, jobs + 1).astype(int).tolist()
+        with ThreadPoolExecutor(jobs, thread_name_prefix="monodir-summary") as pool:
+            runs = list(
+                pool.map(
+                    lambda a, b: _voxel_maps_compiled(setup, block[:, a:b], start + a),
+                    edges[:-1],
+                    edges[1:],
+                )
+            )
+        maps, resv, prefv = (np.concatenate([r[k] for r in runs], axis=1) for k in range(3))
+        counts = np.sum([r[3] for r in runs], axis=0)
+    highest, lowest, doa, mean_doa, aniso, radial, azimuthal = maps
     return {
         "start": start,
         "highest": highest,
