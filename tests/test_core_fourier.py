@@ -80,3 +80,95 @@ def test_gaussian_filter_is_std_sigma_over_sqrt2():
     x = np.arange(n) - n // 2
     var = (prof * x * x).sum() / prof.sum()
     assert np.sqrt(var) == pytest.approx(4.0 / np.sqrt(2), rel=1e-3)
+
+
+def _hermitian_extension(g_half, nx, sign, planes_rule):
+    """Full grid from a half grid by explicit index arithmetic (the definition)."""
+    nz, ny, nh = g_half.shape
+    full = np.empty((nz, ny, nx), dtype=g_half.dtype)
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                if x < nh:
+                    full[z, y, x] = g_half[z, y, x]
+                else:
+                    full[z, y, x] = sign(g_half[-z % nz, -y % ny, nx - x])
+    if planes_rule:
+        for p in [0] + ([nx // 2] if nx % 2 == 0 else []):
+            for z in range(nz):
+                for y in range(ny):
+                    m = g_half[-z % nz, -y % ny, p]
+                    full[z, y, p] = 0.5 * (g_half[z, y, p] + sign(m))
+    return full
+
+
+@pytest.mark.parametrize("shape", [(6, 7, 8), (7, 6, 5)])
+def test_hermitian_extensions_follow_their_definition(shape):
+    rng = np.random.default_rng(7)
+    half = (shape[0], shape[1], shape[2] // 2 + 1)
+    spec = (rng.standard_normal(half) + 1j * rng.standard_normal(half)).astype(np.complex64)
+    g = rng.standard_normal(half).astype(np.float32)
+    nx = shape[2]
+    assert np.array_equal(
+        fourier.full_spectrum(spec, nx), _hermitian_extension(spec, nx, np.conj, False)
+    )
+    for odd, sign in ((False, lambda v: np.float32(1.0) * v), (True, lambda v: -v)):
+        ref = _hermitian_extension(g, nx, sign, True)
+        assert np.array_equal(fourier.full_from_half(g, nx, odd=odd), ref)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "xmipp_nyquist"),
+    [
+        ((32, 32, 32), np.float32, False),
+        ((33, 30, 31), np.float32, True),
+        ((20, 22, 24), np.float64, True),
+        ((21, 20, 19), np.float64, False),
+    ],
+)
+def test_half_basis_planes_are_the_full_basis(shape, dtype, xmipp_nyquist):
+    """MonoRes' plane-by-plane basis holds the full-grid basis' values, bit for bit."""
+    rng = np.random.default_rng(3)
+    spec = fourier.rfftn(rng.standard_normal(shape).astype(dtype))
+    full = monogenic.full_basis(spec, shape, xmipp_nyquist=xmipp_nyquist)
+    half = monogenic.HalfBasis(spec, shape, xmipp_nyquist)
+    for z0 in range(0, shape[0], 5):
+        z1 = min(z0 + 5, shape[0])
+        got = half.planes(z0, z1)
+        for a, b in zip(got, (full.spectrum, full.radius, full.hx, full.hy, full.hz)):
+            assert a.dtype == b.dtype
+            assert a.tobytes() == np.ascontiguousarray(b[z0:z1]).tobytes()
+        assert half.planes(z0, z1, (1,))[2] is None
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 32), (21, 22, 23)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_amplitude_from_half_basis_is_the_full_basis_amplitude(shape, dtype):
+    """The plane-by-plane fill and the shared output buffer give the same bytes as the
+    full-grid arrays in a plain workspace, with and without the band filters."""
+    rng = np.random.default_rng(4)
+    spec = fourier.rfftn(rng.standard_normal(shape).astype(dtype))
+    full = monogenic.full_basis(spec, shape, xmipp_nyquist=False)
+    half = monogenic.HalfBasis(spec, shape, False)
+    plain = monogenic.AmplitudeWorkspace(shape, dtype)
+    dense = monogenic.AmplitudeWorkspace(shape, dtype, dense=True)
+    for band in ((0.0, 0.0, 0.0), (0.2, 0.18, 0.22), (0.45, 0.43, 0.5)):
+        kw = {"band": band[0] > 0}
+        a = plain.amplitude(full, *band, **kw)
+        b = dense.amplitude(half, *band, **kw)
+        assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 32), (17, 18, 19)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gaussian_filter_is_the_plain_product(shape, dtype):
+    """The in-place, plane-by-plane filter is the whole-spectrum product, bit for bit."""
+    rng = np.random.default_rng(5)
+    vol = rng.standard_normal(shape).astype(dtype)
+    spec = fourier.rfftn(vol)
+    r2 = fourier.half_radius(shape, np.float64) ** 2
+    spec *= np.exp(-(np.pi**2) * 3.0 * 3.0 * r2).astype(spec.real.dtype)
+    ref = fourier.irfftn(spec, shape)
+    out = fourier.gaussian_filter_fourier(vol, 3.0)
+    assert out.dtype == dtype and out.flags.c_contiguous
+    assert out.tobytes() == ref.tobytes()

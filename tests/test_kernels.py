@@ -400,3 +400,18 @@ def test_radial_averages_are_sequential_shell_sums():
         np.testing.assert_array_equal(table[f"{name}_std"], np.sqrt(np.maximum(var, 0)))
     assert shells.tolist() == list(range(1, kmax + 1))
     assert np.all(zmap[~in_mask] == 0) and np.all(zmap[in_mask] <= 5.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_grid_radius_numba_equals_numpy(dtype, monkeypatch):
+    from monodir.core import fourier
+
+    squares = [fourier.axis_frequencies(n) ** 2 for n in (9, 12, 15)]
+    ref = np.sqrt(
+        squares[0][:, None, None] + squares[1][None, :, None] + squares[2][None, None, :]
+    ).astype(dtype)
+    monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
+    assert kernels.grid_radius(*squares, dtype).tobytes() == ref.tobytes()
+    if kernels._radius_numba is not None:
+        monkeypatch.setattr(kernels, "HAVE_NUMBA", True)
+        assert kernels.grid_radius(*squares, dtype).tobytes() == ref.tobytes()

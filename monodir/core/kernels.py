@@ -746,3 +746,29 @@ def voxel_summary_maps(
         near,
     )
     return maps, resv, prefv, counts, near
+
+
+if HAVE_NUMBA:  # pragma: no branch
+
+    @_jit()
+    def _radius_numba(az2, ay2, ax2, out):  # pragma: no cover
+        for z in range(out.shape[0]):
+            for y in range(out.shape[1]):
+                s = az2[z] + ay2[y]
+                o = out[z, y]
+                for x in range(out.shape[2]):
+                    o[x] = np.sqrt(s + ax2[x])
+
+else:  # pragma: no cover
+    _radius_numba = None
+
+
+def grid_radius(az2: np.ndarray, ay2: np.ndarray, ax2: np.ndarray, dtype) -> np.ndarray:
+    """``sqrt((az2[z] + ay2[y]) + ax2[x])`` on the grid, rounded to ``dtype`` (float64
+    arithmetic; the same bits as NumPy's broadcast expression and cast)."""
+    out = np.empty((az2.size, ay2.size, ax2.size), dtype=dtype)
+    if HAVE_NUMBA:
+        _radius_numba(az2, ay2, ax2, out)
+    else:
+        out[...] = np.sqrt(az2[:, None, None] + ay2[None, :, None] + ax2[None, None, :])
+    return out

@@ -69,15 +69,23 @@ class SpectralBasis:
 
 
 def riesz_factors_half(
-    shape: tuple[int, int, int], *, xmipp_nyquist: bool, dtype: type = np.float64
+    shape: tuple[int, int, int],
+    *,
+    xmipp_nyquist: bool,
+    dtype: type = np.float64,
+    planes: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(|u|, u_x/|u|, u_y/|u|, u_z/|u|)`` on the half grid.
+    """``(|u|, u_x/|u|, u_y/|u|, u_z/|u|)`` on the half grid (or on its z-planes ``planes``).
 
     ``xmipp_nyquist=True`` keeps Xmipp's ``+0.5`` at the Nyquist index of every axis (quirk Q20);
     ``False`` sets the Riesz factor of a Nyquist component to 0 along that axis, which makes the
-    multiplier exactly odd. DC gets 0.
+    multiplier exactly odd. DC gets 0. Every value is computed on its own, so the planes
+    ``planes`` are those of the whole grid, bit for bit.
     """
     fz, fy, fx = fourier.half_grid(shape, np.float64)
+    iz = np.arange(shape[0]) if planes is None else np.asarray(planes)
+    if planes is not None:
+        fz = fz[iz]
     r = np.sqrt(fz * fz + fy * fy + fx * fx)
     with np.errstate(divide="ignore", invalid="ignore"):
         inv = np.where(r > 0, 1.0 / np.where(r > 0, r, 1.0), 0.0)
@@ -85,9 +93,12 @@ def riesz_factors_half(
     for f, n, axis in ((fx, shape[2], 2), (fy, shape[1], 1), (fz, shape[0], 0)):
         fa = f.copy()
         if not xmipp_nyquist and n % 2 == 0:
-            sl = [slice(None)] * 3
-            sl[axis] = n // 2
-            fa[tuple(sl)] = 0.0
+            if axis == 0:
+                fa[iz == n // 2] = 0.0
+            else:
+                sl = [slice(None)] * 3
+                sl[axis] = n // 2
+                fa[tuple(sl)] = 0.0
         comps.append((fa * inv).astype(dtype))
     return r.astype(dtype), comps[0], comps[1], comps[2]
 
@@ -95,25 +106,70 @@ def riesz_factors_half(
 def full_basis(
     spec_half: np.ndarray, shape: tuple[int, int, int], *, xmipp_nyquist: bool
 ) -> SpectralBasis:
-    """Basis holding every Fourier coefficient (MonoRes: no cone)."""
+    """Basis holding every Fourier coefficient (no cone), as full-grid arrays.
+
+    Six to seven volumes of arrays; MonoRes uses :class:`HalfBasis`, which gives the same
+    values a few planes at a time.
+    """
     real_dtype = spec_half.real.dtype
     nx = shape[2]
     _, hx, hy, hz = riesz_factors_half(shape, xmipp_nyquist=xmipp_nyquist, dtype=real_dtype)
-    radius = np.sqrt(
-        fourier.axis_frequencies(shape[0])[:, None, None] ** 2
-        + fourier.axis_frequencies(shape[1])[None, :, None] ** 2
-        + fourier.axis_frequencies(nx)[None, None, :] ** 2
-    ).astype(real_dtype)
     return SpectralBasis(
         shape=shape,
         flat_index=None,
         spectrum=fourier.full_spectrum(spec_half, nx),
-        radius=radius,
+        radius=_full_radius(shape, 0, shape[0], real_dtype),
         g=None,
         hx=fourier.full_from_half(hx, nx, odd=True),
         hy=fourier.full_from_half(hy, nx, odd=True),
         hz=fourier.full_from_half(hz, nx, odd=True),
     )
+
+
+def _full_radius(shape: tuple[int, int, int], z0: int, z1: int, dtype) -> np.ndarray:
+    """``|u|`` on the planes ``z0:z1`` of the full grid."""
+    az2, ay2, ax2 = (fourier.axis_frequencies(n) ** 2 for n in shape)
+    return kernels.grid_radius(az2[z0:z1], ay2, ax2, dtype)
+
+
+@dataclass
+class HalfBasis:
+    """Every Fourier coefficient of a map, held as its half spectrum (MonoRes).
+
+    :meth:`planes` returns the arrays of :func:`full_basis` on a few z-planes, made from the
+    half spectrum and the half-grid Riesz factors when they are needed: the same values, bit
+    for bit, in 2.5 volumes instead of 8. :meth:`AmplitudeWorkspace.amplitude` fills its
+    transform's input plane by plane from it.
+    """
+
+    spectrum_half: np.ndarray
+    shape: tuple[int, int, int]
+    xmipp_nyquist: bool
+    flat_index: None = None
+    riesz_half: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if self.riesz_half is None:
+            dtype = self.spectrum_half.real.dtype
+            factors = riesz_factors_half(self.shape, xmipp_nyquist=self.xmipp_nyquist, dtype=dtype)
+            self.riesz_half = factors[1:]
+
+    def with_spectrum(self, spectrum_half: np.ndarray) -> HalfBasis:
+        """Same filters applied to another half spectrum (e.g. the half-map difference)."""
+        return HalfBasis(spectrum_half, self.shape, self.xmipp_nyquist, None, self.riesz_half)
+
+    def planes(self, z0: int, z1: int, riesz: tuple[int, ...] = (0, 1, 2)) -> tuple:
+        """``(spectrum, radius, hx, hy, hz)`` of :func:`full_basis` on the planes ``z0:z1``;
+        the Riesz factors not listed in ``riesz`` (0: x, 1: y, 2: z) are ``None``."""
+        shape, nx = self.shape, self.shape[2]
+        mz = fourier.mirror_planes(shape[0], z0, z1)
+        h = [
+            fourier.full_from_half_planes(g[z0:z1], g[mz], nx, odd=True) if a in riesz else None
+            for a, g in enumerate(self.riesz_half)
+        ]
+        spectrum = fourier.full_spectrum_planes(self.spectrum_half, nx, z0, z1)
+        radius = _full_radius(shape, z0, z1, self.spectrum_half.real.dtype)
+        return (spectrum, radius, *h)
 
 
 def high_pass(r: np.ndarray, f: float, f_h: float) -> np.ndarray:
@@ -245,18 +301,31 @@ class AmplitudeWorkspace:
     Not thread-safe: use one workspace per thread.
     """
 
-    def __init__(self, shape: tuple[int, int, int], dtype: type, threads: int = 1):
+    def __init__(
+        self, shape: tuple[int, int, int], dtype: type, threads: int = 1, *, dense: bool = False
+    ):
+        """``dense=True``: for whole-volume amplitudes only (MonoRes), with the dense inverse
+        transform's output and the low-pass's half spectrum in one buffer (they are never in
+        use at the same time): one volume less."""
         self.shape = tuple(shape)
         self.dtype = np.dtype(dtype)
         self.cdtype = fourier.complex_dtype(self.dtype)
         self.threads = threads
         self._inv_plan: fourier.InverseC2C | None = None
+        self._shared: np.ndarray | None = None
+        if dense and fourier.HAVE_PYFFTW:
+            half = (*self.shape[:2], self.shape[2] // 2 + 1)
+            size = max(
+                fourier.padded_nbytes(self.shape, self.cdtype),
+                fourier.padded_nbytes(half, self.cdtype),
+            )
+            self._shared = fourier.aligned_empty((size,), np.uint8)
         self._partials: dict[int, np.ndarray] = {}
         self._slab: np.ndarray | None = None
         self._ranges: tuple | None = None
         self._slab_plans: dict[tuple[int, int], fourier.AxisInverse] = {}
         self.partial_inverse = fourier.PartialInverse(self.shape, self.cdtype, threads)
-        self._lp = fourier.PrunedLowPass(self.shape, self.dtype, threads)
+        self._lp = fourier.PrunedLowPass(self.shape, self.dtype, threads, h_buffer=self._shared)
         self.acc = self._lp.x
         self._freq = fourier.half_grid(self.shape, np.float64)
         self._radial = kernels.RadialLowPass(self.dtype)
@@ -339,7 +408,9 @@ class AmplitudeWorkspace:
     @property
     def _inv(self) -> fourier.InverseC2C:
         if self._inv_plan is None:
-            self._inv_plan = fourier.InverseC2C(self.shape, self.cdtype, self.threads)
+            self._inv_plan = fourier.InverseC2C(
+                self.shape, self.cdtype, self.threads, out_buffer=self._shared
+            )
         return self._inv_plan
 
     @property
@@ -380,6 +451,30 @@ class AmplitudeWorkspace:
         memory[where] = values
         self._filled = (index, where)
 
+    #: z-planes of :class:`HalfBasis` filled at a time (bounds the temporaries).
+    DENSE_PLANES = 8
+
+    def _load_planes(self, basis: HalfBasis, f: float, f_h: float, band: bool, first: bool):
+        """Fill the inverse transform's input with the first (``w + i R_x``) or second
+        (``R_y + i R_z``) packed signal of ``basis``, a few planes at a time, with the float
+        operations of the full-grid path."""
+        nz = self.shape[0]
+        for z0 in range(0, nz, self.DENSE_PLANES):
+            z1 = min(z0 + self.DENSE_PLANES, nz)
+            w, radius, hx, hy, hz = basis.planes(z0, z1, (0,) if first else (1, 2))
+            if band:
+                w = w * high_pass(radius, f, f_h).astype(self.dtype, copy=False)
+            if first:
+                self.zin[z0:z1] = w * (1.0 + hx)
+            else:
+                # NumPy's complex product is not symmetric in its last bit; the full-grid
+                # expression ``w * (hz - 1j*hy)`` of earlier versions ran as ``t *= w``
+                # (NumPy reuses a temporary from 256 KiB up): that order, for any box
+                t = hz - 1j * hy
+                np.multiply(t, w, out=t)
+                self.zin[z0:z1] = t
+        self._filled = None
+
     def _accumulate(self, first: bool) -> None:
         """Add ``|IFFT(zin)|^2`` to ``acc`` (``first``: replace it)."""
         _add_abs2(self._inv.run(), self.acc, first)
@@ -402,14 +497,21 @@ class AmplitudeWorkspace:
         With ``scratch=True`` the result lives in an internal buffer that the next call
         overwrites (no copy); otherwise a new array is returned.
         """
-        w = basis.spectrum
-        if band:
-            w = w * high_pass(basis.radius, f, f_h).astype(self.dtype, copy=False)
-        g = 1.0 if basis.g is None else basis.g
-        self._load(basis.flat_index, w * (g + basis.hx))
-        self._accumulate(first=True)
-        self._load(basis.flat_index, w * (basis.hz - 1j * basis.hy))
-        self._accumulate(first=False)
+        if isinstance(basis, HalfBasis):
+            for first in (True, False):
+                self._load_planes(basis, f, f_h, band, first)
+                self._accumulate(first=first)
+        else:
+            w = basis.spectrum
+            if band:
+                w = w * high_pass(basis.radius, f, f_h).astype(self.dtype, copy=False)
+            g = 1.0 if basis.g is None else basis.g
+            self._load(basis.flat_index, w * (g + basis.hx))
+            self._accumulate(first=True)
+            t = basis.hz - 1j * basis.hy
+            np.multiply(t, w, out=t)  # the operand order of _load_planes
+            self._load(basis.flat_index, t)
+            self._accumulate(first=False)
         np.sqrt(self.acc, out=self.acc)
         if taper is not None:
             self.acc *= taper
