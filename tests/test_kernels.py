@@ -415,3 +415,14 @@ def test_grid_radius_numba_equals_numpy(dtype, monkeypatch):
     if kernels._radius_numba is not None:
         monkeypatch.setattr(kernels, "HAVE_NUMBA", True)
         assert kernels.grid_radius(*squares, dtype).tobytes() == ref.tobytes()
+
+
+@pytest.mark.parametrize("shape", [(9, 10, 11), (12, 12, 12)])
+def test_mask_radii_are_the_radius_volume_at_the_mask(shape):
+    from monodir.core.masks import radius2
+
+    rng = np.random.default_rng(8)
+    in_mask = rng.random(shape) < 0.3
+    ref = np.sqrt(radius2(shape).astype(np.float64))[in_mask]
+    got = summaries._mask_radii(shape, np.flatnonzero(in_mask))
+    assert got.tobytes() == ref.tobytes()

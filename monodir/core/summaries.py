@@ -44,7 +44,7 @@ from monodir.core.directions import (
     degrees_acos,
     neighbour_pairs,
 )
-from monodir.core.masks import normal_quantile, percentile, radius2
+from monodir.core.masks import normal_quantile, percentile
 from monodir.core.results import DirectionalResult
 
 #: Neighbour angle for the outlier test (degrees).
@@ -523,6 +523,36 @@ def fit_axis(directions: np.ndarray, means: np.ndarray) -> tuple[np.ndarray, flo
     return axis, angle
 
 
+_RADIAL_NAMES = ("radial", "azimuthal", "highest", "lowest", "monores")
+
+
+def _mask_values(
+    maps: dict[str, np.ndarray], in_mask: np.ndarray, monores_map: np.ndarray | None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-voxel float64 values of the radially averaged maps, and the flat mask indices."""
+    index = np.flatnonzero(in_mask)
+    vals = {k: np.asarray(maps[k]).reshape(-1)[index].astype(np.float64) for k in _RADIAL_NAMES[:4]}
+    vals["monores"] = _monores_values(monores_map, index)
+    return vals, index
+
+
+def _monores_values(monores_map: np.ndarray | None, index: np.ndarray) -> np.ndarray:
+    if monores_map is None:
+        return np.zeros(index.size)
+    return np.asarray(monores_map).reshape(-1)[index].astype(np.float64)
+
+
+def _mask_radii(shape: tuple[int, int, int], index: np.ndarray) -> np.ndarray:
+    """Distance of the voxels ``index`` (flat) to the centre voxel, as ``radius2``."""
+    it = np.int32 if 3 * max(shape) ** 2 < 2**31 else np.int64
+    coords = np.unravel_index(index, shape)
+    r2 = np.zeros(index.size, dtype=it)
+    for c, n in zip(coords, shape):
+        d = c.astype(it) - n // 2
+        r2 += d * d
+    return np.sqrt(r2.astype(np.float64))
+
+
 def radial_averages_and_zscore(
     maps: dict[str, np.ndarray], in_mask: np.ndarray, monores_map: np.ndarray | None
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -533,12 +563,21 @@ def radial_averages_and_zscore(
     azimuthal, highest and MonoRes maps, computed in the last shell holding the voxel and capped
     at 5.
     """
-    shape = in_mask.shape
+    vals, index = _mask_values(maps, in_mask, monores_map)
+    table, zscore = radial_averages_of_values(vals, index, in_mask.shape)
+    zmap = np.zeros(in_mask.shape)
+    zmap[in_mask] = zscore
+    return table, zmap
+
+
+def radial_averages_of_values(
+    vals: dict[str, np.ndarray], index: np.ndarray, shape: tuple[int, int, int]
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """:func:`radial_averages_and_zscore` from the maps' float64 values at the sorted flat
+    mask indices ``index``; returns the table and the z-score of each of those voxels."""
     n = shape[2]
-    r = np.sqrt(radius2(shape).astype(np.float64))[in_mask]
-    mono = monores_map if monores_map is not None else np.zeros(shape)
-    names = ("radial", "azimuthal", "highest", "lowest", "monores")
-    vals = {k: (maps[k] if k != "monores" else mono)[in_mask].astype(np.float64) for k in names}
+    r = _mask_radii(shape, index)
+    names = _RADIAL_NAMES
     kmax = n // 2 - 1
     base = np.floor(r).astype(np.int64)
     table: dict[str, list] = {"radius": []}
@@ -594,9 +633,7 @@ def radial_averages_and_zscore(
     )
     zmax = np.minimum(np.where(np.isnan(zmax), 5.0, zmax), 5.0)
     zscore[ok] = zmax[ok]
-    zmap = np.zeros(shape)
-    zmap[in_mask] = zscore
-    return {k: np.asarray(v) for k, v in table.items()}, zmap
+    return {k: np.asarray(v) for k, v in table.items()}, zscore
 
 
 def _radial_averages_xmipp(
@@ -611,15 +648,20 @@ def _radial_averages_xmipp(
     ``|v - mean|/std + 0.002`` over radial, azimuthal, highest and MonoRes, NaN terms skipped
     (-1 when all are NaN), capped at 5.
     """
-    shape = in_mask.shape
+    vals, index = _mask_values(maps, in_mask, monores_map)
+    table, zscore = _radial_averages_xmipp_values(vals, index, in_mask.shape)
+    zmap = np.zeros(in_mask.shape)
+    zmap[in_mask] = zscore
+    return table, zmap
+
+
+def _radial_averages_xmipp_values(
+    vals: dict[str, np.ndarray], index: np.ndarray, shape: tuple[int, int, int]
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """:func:`_radial_averages_xmipp` from the values at the sorted flat mask indices."""
     n = shape[2]
-    r = np.sqrt(radius2(shape).astype(np.float64))[in_mask]
-    mono = monores_map if monores_map is not None else np.zeros(shape)
-    names = ("radial", "azimuthal", "highest", "lowest", "monores")
-    vals = {
-        k: np.asarray((maps[k] if k != "monores" else mono)[in_mask], dtype=np.float64)
-        for k in names
-    }
+    r = _mask_radii(shape, index)
+    names = _RADIAL_NAMES
     table: dict[str, list] = {"radius": []}
     for k in names:
         table[f"{k}_mean"] = []
@@ -657,9 +699,7 @@ def _radial_averages_xmipp(
                 lastz = np.where(lastz > 5.0, 5.0, lastz)
                 zscore[sel] = lastz
         kk += 1
-    zmap = np.zeros(shape)
-    zmap[in_mask] = zscore
-    return {k: np.asarray(v) for k, v in table.items()}, zmap
+    return {k: np.asarray(v) for k, v in table.items()}, zscore
 
 
 def finalize_directional(
@@ -669,25 +709,30 @@ def finalize_directional(
     parts = sorted(parts, key=lambda p: p["start"])
     shape = setup.shape
     out_dtype = np.float64 if setup.xmipp_compat else np.float32
-    maps: dict[str, np.ndarray] = {}
-    for name in VOXEL_MAPS:
-        vol = np.zeros(int(np.prod(shape)), dtype=np.float64)
-        vol[setup.mask_indices] = np.concatenate([p[name] for p in parts])
-        maps[name] = vol.reshape(shape)
-    in_mask = np.zeros(int(np.prod(shape)), dtype=bool)
-    in_mask[setup.mask_indices] = True
-    in_mask = in_mask.reshape(shape)
-    radial_vals = maps["radial"][in_mask]
-    az_vals = maps["azimuthal"][in_mask]
+    # every map is computed at the mask voxels in float64 and only written into a volume in
+    # the output precision (one volume per map, not a float64 one and its copy)
+    index = np.asarray(setup.mask_indices, dtype=np.int64)  # sorted: C order of the mask
+    values = {
+        name: np.concatenate([p[name] for p in parts]).astype(np.float64) for name in VOXEL_MAPS
+    }
+    radial_vals, az_vals = values["radial"], values["azimuthal"]
     thresholds = {
         "radial_p90": percentile(radial_vals, 0.9) if radial_vals.size else float("nan"),
         "azimuthal_p90": percentile(az_vals, 0.9) if az_vals.size else float("nan"),
     }
+    averaged = {k: values[k] for k in _RADIAL_NAMES[:4]}
+    averaged["monores"] = _monores_values(monores_map, index)
     if setup.xmipp_compat:
-        table, zmap = _radial_averages_xmipp(maps, in_mask, monores_map)
+        table, values["zscore"] = _radial_averages_xmipp_values(averaged, index, shape)
     else:
-        table, zmap = radial_averages_and_zscore(maps, in_mask, monores_map)
-    maps["zscore"] = zmap
+        table, values["zscore"] = radial_averages_of_values(averaged, index, shape)
+    del averaged
+    maps: dict[str, np.ndarray] = {}
+    for name, vals in values.items():
+        vol = np.zeros(int(np.prod(shape)), dtype=out_dtype)
+        vol[index] = vals
+        maps[name] = vol.reshape(shape)
+    del values
     pref_count = np.sum([p["pref_count"] for p in parts], axis=0)
     pref_sum = np.sum([p["pref_sum"] for p in parts], axis=0)
     dir_sum = np.sum([p["dir_sum"] for p in parts], axis=0)
@@ -711,7 +756,7 @@ def finalize_directional(
         angles=setup.angles,
         mask_indices=setup.mask_indices,
         resolution_matrix=np.empty((0, 0), dtype=np.float32),
-        maps={k: v.astype(out_dtype) for k, v in maps.items()},
+        maps=maps,
         thresholds=thresholds,
         radial_averages=table,
         preferred_directions=preferred,
