@@ -165,6 +165,22 @@ def test_directional_round_trip(store):
     assert light.resolution_matrix.shape == (5, 0)
 
 
+def test_lazy_maps_read_each_map_when_looked_up(store, monkeypatch):
+    dr = _directional()
+    store.write_directional(dr)
+    lazy = store.load_directional(with_matrix=False, lazy_maps=True)
+    assert set(lazy.maps) == {"radial", "doa"} and len(lazy.maps) == 2
+    assert "radial" in lazy.maps and "zscore" not in lazy.maps
+    with pytest.raises(KeyError):
+        lazy.maps["zscore"]
+    reads = []
+    original = store.read_array
+    monkeypatch.setattr(store, "read_array", lambda name: reads.append(name) or original(name))
+    for name in ("doa", "doa", "radial"):
+        np.testing.assert_array_equal(lazy.maps[name], dr.maps[name])
+    assert reads == ["maps/doa", "maps/doa", "maps/radial"]  # nothing is kept
+
+
 def test_rows_markers_and_blocks(store):
     n_done, d = store.init_directional(4, 10, "m1", width=4)
     assert (n_done, d) == (0, 4)

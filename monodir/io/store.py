@@ -152,6 +152,24 @@ def row_chunk(n_mask: int) -> int:
     return max(1, min(int(n_mask), MAX_ROW_CHUNK))
 
 
+class _StoredMaps(Mapping):
+    """Maps of a stored run, read from the store at each lookup (nothing is kept)."""
+
+    def __init__(self, store: RunStore, names: list[str]):
+        self._store, self._names = store, names
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._names:
+            raise KeyError(name)
+        return self._store.read_array(f"maps/{name}")
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
 class RunStore:
     """A run's Zarr store (see the module docstring for the layout).
 
@@ -501,13 +519,18 @@ class RunStore:
             self.group["directional"].attrs.get("result_complete")
         )
 
-    def load_directional(self, *, with_matrix: bool = True) -> DirectionalResult:
+    def load_directional(
+        self, *, with_matrix: bool = True, lazy_maps: bool = False
+    ) -> DirectionalResult:
         """Read the stored :class:`DirectionalResult`.
 
         Parameters
         ----------
         with_matrix
             Also read the ``(D, Nmask)`` matrix (else an empty ``(D, 0)`` array).
+        lazy_maps
+            Give ``maps`` as a read-only mapping that reads a map from the store each time
+            it is looked up, instead of holding all of them (eight volumes) in memory.
         """
         attrs = self.group["directional"].attrs
         directions = self.read_array("directional/directions")
@@ -532,7 +555,11 @@ class RunStore:
             angles=self.read_array("directional/angles"),
             mask_indices=self.read_array("directional/mask_indices"),
             resolution_matrix=matrix,
-            maps={name: self.read_array(f"maps/{name}") for name in names},
+            maps=(
+                _StoredMaps(self, list(names))
+                if lazy_maps
+                else {name: self.read_array(f"maps/{name}") for name in names}
+            ),
             thresholds=thresholds,
             radial_averages=self.read_table("tables/radial_averages"),
             preferred_directions=self.read_table("tables/preferred_directions"),

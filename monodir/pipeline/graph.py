@@ -300,9 +300,11 @@ def figures_task(store: str, out_dir: str, names: Sequence[str]) -> dict[str, st
     the export); returns figure name -> PNG path."""
     from monodir import report
 
+    release_workspace()  # a worker that ran no reduction task still holds its FFT buffers
     run = RunStore.open(store, mode="r")
     monores = run.load_monores() if run.has_monores() else None
-    directional = run.load_directional(with_matrix=False)
+    # each figure reads the one map it shows: a worker never holds the eight maps at once
+    directional = run.load_directional(with_matrix=False, lazy_maps=True)
     drawn = report.make_all_figures(Path(out_dir), monores, directional, include=list(names))
     return {name: str(path) for name, path in drawn.items()}
 

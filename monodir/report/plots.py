@@ -429,20 +429,24 @@ def plot_central_slices(
     dpi
         Resolution of the PNG.
     """
-    vol = np.asarray(volume, dtype=np.float64)
+    vol = np.asarray(volume)
     if vol.ndim != 3:
         raise ValueError("volume must be 3-D")
     show = np.isfinite(vol) if valid is None else (np.asarray(valid, dtype=bool) & np.isfinite(vol))
-    data = np.where(show, vol, np.nan)
     if vmin is None or vmax is None:
-        lo, hi = percentile_range(vol[show])
+        lo, hi = percentile_range(vol[show].astype(np.float64))
         vmin = lo if vmin is None else vmin
         vmax = hi if vmax is None else vmax
     cz, cy, cx = (s // 2 for s in vol.shape)
+
+    def plane(where: tuple) -> np.ndarray:  # float64 only on the three planes drawn
+        return np.where(show[where], vol[where].astype(np.float64), np.nan)
+
+    every = slice(None)
     panels = (
-        (data[cz, :, :], "x", "y", f"xy plane (z = {cz})"),
-        (data[:, cy, :], "x", "z", f"xz plane (y = {cy})"),
-        (data[:, :, cx], "y", "z", f"yz plane (x = {cx})"),
+        (plane((cz, every, every)), "x", "y", f"xy plane (z = {cz})"),
+        (plane((every, cy, every)), "x", "z", f"xz plane (y = {cy})"),
+        (plane((every, every, cx)), "y", "z", f"yz plane (x = {cx})"),
     )
     # Fixed layout (constrained layout costs more than the drawing for these small panels).
     fig = Figure(figsize=(11.0, 4.0))
