@@ -22,8 +22,9 @@ Tables printed:
      ``step / fft in step`` (everything that is not a transform);
    * MonoRes time, whole ``monodir.directional`` time (``--jobs`` threads), and the peak
      resident memory of a worker process while it computes directions (imports, setup and
-     workspace included) and of one running MonoRes (imports, map and mask included), also
-     in volumes of ``n^3`` float32.
+     workspace included) and of one running MonoRes (imports, map and mask included), and,
+     from 256^3 on, of the largest worker and the client of a whole ``monodir run`` (46
+     directions; every task a worker ran), also in volumes of ``n^3`` float32.
 2. Growth with the box size: time per step over ``n^3 log2 n`` relative to the smallest size.
 3. Xmipp reference cases (``../shared/data/xmipp_reference``): MonoRes and whole directional
    analysis (``--jobs`` threads, 1 FFT thread each, i.e. the same two cores; the median of
@@ -191,7 +192,9 @@ def worker_peak_rss(vol, mask, compat: bool, threads: int) -> tuple[float, float
     return float(a), float(b), float(c)
 
 
-def kernel_rows(sizes: list[int], threads: int, jobs: int, whole_upto: int) -> list[dict]:
+def kernel_rows(
+    sizes: list[int], threads: int, jobs: int, whole_upto: int, run_peak_from: int = 256
+) -> list[dict]:
     rows = []
     for n in sizes:
         vol, mask = anisotropic_map(n, 1.0, noise=0.1, seed=0)
@@ -219,6 +222,9 @@ def kernel_rows(sizes: list[int], threads: int, jobs: int, whole_upto: int) -> l
                 t_whole = time.perf_counter() - t0
             rss_imports, rss_setup, rss_dirs = worker_peak_rss(vol, mask, compat, threads)
             _, mr_inputs, mr_peak = monores_peak_rss(vol, mask, compat, threads)
+            run_peaks = {"worker_peak_MiB": float("nan"), "client_peak_MiB": float("nan")}
+            if n >= run_peak_from and not compat:
+                run_peaks = synthetic_run_peaks(vol, mask, jobs)
             vol_mib = n**3 * 4 / 2**20
             row = {
                 "n": n,
@@ -239,6 +245,8 @@ def kernel_rows(sizes: list[int], threads: int, jobs: int, whole_upto: int) -> l
                 "monores_peak_MiB": mr_peak,
                 "monores_peak_volumes": mr_peak / vol_mib,
                 "monores_peak_minus_imports_inputs_volumes": (mr_peak - mr_inputs) / vol_mib,
+                "run_worker_peak_volumes": run_peaks["worker_peak_MiB"] / vol_mib,
+                "run_client_peak_volumes": run_peaks["client_peak_MiB"] / vol_mib,
                 "prepare_peak_MiB": rss_setup,
             }
             rows.append(row)
@@ -265,6 +273,34 @@ def _run_config(case: str, fast: bool, compat: bool, out: Path, workers: int) ->
     path = out.parent / f"{out.name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def synthetic_run_peaks(vol, mask, workers: int) -> dict:
+    """Peak memory of a whole ``monodir run`` on a synthetic map (46 directions, local
+    cluster): the largest worker process (every task it ran) and the client, MiB."""
+    import mrcfile
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_pipeline import run_one
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {}
+        for name, data in (("map", vol), ("mask", mask)):
+            paths[name] = str(Path(tmp) / f"{name}.mrc")
+            with mrcfile.new(paths[name]) as fh:
+                fh.set_data(np.asarray(data, dtype=np.float32))
+                fh.voxel_size = 1.0
+        cfg = {
+            "input": {"map": paths["map"], "mask": paths["mask"], "voxel_size": 1.0},
+            "directional": {"fast": True},
+            "output": {"directory": str(Path(tmp) / "run")},
+            "cluster": {"kind": "local", "n_workers": workers, "threads_per_worker": 1},
+            "run": {"threads": 1},
+        }
+        path = Path(tmp) / "run.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return run_one("synthetic", path)
 
 
 def whole_run(case: str, fast: bool, compat: bool, workers: int) -> float:
@@ -400,8 +436,13 @@ def target_rows(rows: list[dict], ref: list[dict]) -> list[dict]:
     for key, what in (
         ("worker_peak_volumes", "direction tasks"),
         ("monores_peak_volumes", "MonoRes task, map and mask included"),
+        ("run_worker_peak_volumes", "largest worker of a whole `monodir run`, every task"),
     ):
-        peak = [r[key] for r in rows if r["mode"] == "default" and r["n"] == 256]
+        peak = [
+            r[key]
+            for r in rows
+            if r["mode"] == "default" and r["n"] == 256 and not math.isnan(r[key])
+        ]
         out.append(
             {
                 "target": f"worker peak at 256^3 <= 12 volumes ({what}; imports included)",
@@ -439,7 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = args.sizes or ([64, 128] if args.quick else [64, 128, 256])
     print(f"# monodir benchmark: {os.cpu_count()} CPUs, FFT threads per process {args.threads}")
     print(f"# load average at start: {load_average()}")
-    rows = kernel_rows(sizes, args.threads, args.jobs, args.whole_upto)
+    rows = kernel_rows(
+        sizes, args.threads, args.jobs, args.whole_upto, 10**9 if args.no_runs else 256
+    )
     print("\n## Per step, per direction, whole analysis, memory\n")
     print(table(rows))
     print("\n## Growth with the box size\n")

@@ -75,23 +75,66 @@ def write_config(path: Path, inputs: dict[str, str], out: Path, cluster: dict, f
     return path
 
 
+def _high_water_mib(pid: int) -> float | None:
+    """Peak resident memory (``VmHWM``) of a live process, MiB."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
 def run_one(name: str, config: Path) -> dict:
+    """Run ``python -m monodir run config``; wall time, stage timings and peak memory.
+
+    The peaks are each process's own high-water mark (``VmHWM``), read every 0.1 s while
+    it lives: ``client_peak_MiB`` for the ``monodir`` process, ``worker_peak_MiB`` for the
+    largest of its child processes (the local cluster's workers, every task included).
+    """
+    import psutil
+
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     t0 = time.perf_counter()
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "monodir", "-q", "run", str(config)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
+    peaks: dict[int, float] = {}
+    parent = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            pids = [proc.pid] + [c.pid for c in parent.children(recursive=True)]
+        except psutil.Error:
+            pids = [proc.pid]
+        for pid in pids:
+            hwm = _high_water_mib(pid)
+            if hwm is not None:
+                peaks[pid] = max(hwm, peaks.get(pid, 0.0))
+        time.sleep(0.1)
+    _, stderr = proc.communicate()
     wall = time.perf_counter() - t0
     load = os.getloadavg()[0]
     if proc.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{proc.stderr}")
+        raise SystemExit(f"{name} failed:\n{stderr}")
     out = Path(yaml.safe_load(config.read_text())["output"]["directory"])
     timings = RunStore.open(out / "run.zarr", mode="r").attrs["timings"]
-    return {"name": name, "wall": wall, "timings": timings, "out": out, "load": load}
+    children = [v for pid, v in peaks.items() if pid != proc.pid]
+    return {
+        "name": name,
+        "wall": wall,
+        "timings": timings,
+        "out": out,
+        "load": load,
+        "client_peak_MiB": peaks.get(proc.pid, float("nan")),
+        "worker_peak_MiB": max(children) if children else float("nan"),
+    }
 
 
 def same_outputs(a: Path, b: Path) -> bool:
