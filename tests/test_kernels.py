@@ -426,3 +426,25 @@ def test_mask_radii_are_the_radius_volume_at_the_mask(shape):
     ref = np.sqrt(radius2(shape).astype(np.float64))[in_mask]
     got = summaries._mask_radii(shape, np.flatnonzero(in_mask))
     assert got.tobytes() == ref.tobytes()
+
+
+@pytest.mark.parametrize("shape", [(9, 10, 11), (12, 12, 12)])
+@pytest.mark.parametrize("xmipp_nyquist", [False, True])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_riesz_planes_are_riesz_factors_half(shape, xmipp_nyquist, compiled, monkeypatch):
+    """MonoRes' Riesz factors made plane by plane are the half-grid ones, bit for bit."""
+    from monodir.core import monogenic
+
+    if compiled and kernels._riesz_numba is None:
+        pytest.skip("numba not installed")
+    monkeypatch.setattr(kernels, "HAVE_NUMBA", compiled)
+    for dtype in (np.float32, np.float64):
+        ref = monogenic.riesz_factors_half(shape, xmipp_nyquist=xmipp_nyquist, dtype=dtype)
+        half = (shape[0], shape[1], shape[2] // 2 + 1)
+        spectrum = np.zeros(half, fourier.complex_dtype(dtype))
+        basis = monogenic.HalfBasis(spectrum, shape, xmipp_nyquist)
+        planes = np.array([0, shape[0] // 2, shape[0] - 1, 3])
+        got = basis._riesz(planes, (0, 1, 2))
+        assert got.dtype == dtype
+        for j in range(3):
+            assert got[j].tobytes() == np.ascontiguousarray(ref[j + 1][planes]).tobytes()

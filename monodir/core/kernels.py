@@ -772,3 +772,63 @@ def grid_radius(az2: np.ndarray, ay2: np.ndarray, ax2: np.ndarray, dtype) -> np.
     else:
         out[...] = np.sqrt(az2[:, None, None] + ay2[None, :, None] + ax2[None, None, :])
     return out
+
+
+if HAVE_NUMBA:  # pragma: no branch
+
+    @_jit()
+    def _riesz_numba(fz, fy, fx, az, ay, ax, comps, out):  # pragma: no cover
+        inv = np.empty(fx.size)
+        fx2 = fx * fx
+        for a in range(fz.size):
+            for b in range(fy.size):
+                s = fz[a] * fz[a] + fy[b] * fy[b]
+                for c in range(fx.size):  # branch-free: vectorised
+                    r = np.sqrt(s + fx2[c])
+                    q = 1.0 / (r if r > 0 else 1.0)
+                    inv[c] = q if r > 0 else 0.0
+                for j in range(comps.size):
+                    o = out[j, a, b]
+                    if comps[j] == 0:
+                        for c in range(fx.size):
+                            o[c] = ax[c] * inv[c]
+                    else:
+                        f = ay[b] if comps[j] == 1 else az[a]
+                        for c in range(fx.size):
+                            o[c] = f * inv[c]
+
+else:  # pragma: no cover
+    _riesz_numba = None
+
+
+def riesz_planes(
+    fz: np.ndarray,
+    fy: np.ndarray,
+    fx: np.ndarray,
+    numerators: tuple[np.ndarray, np.ndarray, np.ndarray],
+    comps: tuple[int, ...],
+    dtype,
+) -> np.ndarray:
+    """Riesz factors ``f_a / |u|`` (0 at DC) on the grid ``fz x fy x fx``, in float64 and
+    rounded to ``dtype``: ``out[j]`` for the axis ``comps[j]`` (0: x, 1: y, 2: z).
+
+    ``numerators`` are ``(ax, ay, az)``, the frequencies above with the entries that must give
+    0 (Nyquist) zeroed. The same operations as
+    :func:`monodir.core.monogenic.riesz_factors_half`, bit for bit.
+    """
+    ax, ay, az = numerators
+    out = np.empty((len(comps), fz.size, fy.size, fx.size), dtype=dtype)
+    if HAVE_NUMBA:
+        _riesz_numba(fz, fy, fx, az, ay, ax, np.asarray(comps, dtype=np.int64), out)
+        return out
+    r = np.sqrt(
+        fz[:, None, None] * fz[:, None, None]
+        + fy[None, :, None] * fy[None, :, None]
+        + fx[None, None, :] * fx[None, None, :]
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = np.where(r > 0, 1.0 / np.where(r > 0, r, 1.0), 0.0)
+    grids = (ax[None, None, :], ay[None, :, None], az[:, None, None])
+    for j, k in enumerate(comps):
+        out[j] = grids[k] * inv
+    return out

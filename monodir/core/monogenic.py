@@ -137,8 +137,9 @@ class HalfBasis:
     """Every Fourier coefficient of a map, held as its half spectrum (MonoRes).
 
     :meth:`planes` returns the arrays of :func:`full_basis` on a few z-planes, made from the
-    half spectrum and the half-grid Riesz factors when they are needed: the same values, bit
-    for bit, in 2.5 volumes instead of 8. :meth:`AmplitudeWorkspace.amplitude` fills its
+    half spectrum and the frequencies when they are needed (the Riesz factors by a compiled
+    loop with :func:`riesz_factors_half`'s float64 operations): the same values, bit for
+    bit, in one volume instead of eight. :meth:`AmplitudeWorkspace.amplitude` fills its
     transform's input plane by plane from it.
     """
 
@@ -146,27 +147,38 @@ class HalfBasis:
     shape: tuple[int, int, int]
     xmipp_nyquist: bool
     flat_index: None = None
-    riesz_half: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
-        if self.riesz_half is None:
-            dtype = self.spectrum_half.real.dtype
-            factors = riesz_factors_half(self.shape, xmipp_nyquist=self.xmipp_nyquist, dtype=dtype)
-            self.riesz_half = factors[1:]
+        fz, fy, fx = (a.reshape(-1) for a in fourier.half_grid(self.shape, np.float64))
+        numerators = []
+        for f, n in ((fx, self.shape[2]), (fy, self.shape[1]), (fz, self.shape[0])):
+            g = f.copy()
+            if not self.xmipp_nyquist and n % 2 == 0:
+                g[n // 2] = 0.0  # the Riesz factor of a Nyquist component (riesz_factors_half)
+            numerators.append(g)
+        self._freqs = (fz, fy, fx)
+        self._numerators = tuple(numerators)
 
     def with_spectrum(self, spectrum_half: np.ndarray) -> HalfBasis:
         """Same filters applied to another half spectrum (e.g. the half-map difference)."""
-        return HalfBasis(spectrum_half, self.shape, self.xmipp_nyquist, None, self.riesz_half)
+        return HalfBasis(spectrum_half, self.shape, self.xmipp_nyquist)
+
+    def _riesz(self, planes: np.ndarray, comps: tuple[int, ...]) -> np.ndarray:
+        fz, fy, fx = self._freqs
+        ax, ay, az = self._numerators
+        dtype = self.spectrum_half.real.dtype
+        return kernels.riesz_planes(fz[planes], fy, fx, (ax, ay, az[planes]), comps, dtype)
 
     def planes(self, z0: int, z1: int, riesz: tuple[int, ...] = (0, 1, 2)) -> tuple:
         """``(spectrum, radius, hx, hy, hz)`` of :func:`full_basis` on the planes ``z0:z1``;
         the Riesz factors not listed in ``riesz`` (0: x, 1: y, 2: z) are ``None``."""
         shape, nx = self.shape, self.shape[2]
-        mz = fourier.mirror_planes(shape[0], z0, z1)
-        h = [
-            fourier.full_from_half_planes(g[z0:z1], g[mz], nx, odd=True) if a in riesz else None
-            for a, g in enumerate(self.riesz_half)
-        ]
+        comps = tuple(sorted(riesz))
+        direct = self._riesz(np.arange(z0, z1), comps)
+        mirror = self._riesz(fourier.mirror_planes(shape[0], z0, z1), comps)
+        h: list[np.ndarray | None] = [None, None, None]
+        for j, a in enumerate(comps):
+            h[a] = fourier.full_from_half_planes(direct[j], mirror[j], nx, odd=True)
         spectrum = fourier.full_spectrum_planes(self.spectrum_half, nx, z0, z1)
         radius = _full_radius(shape, z0, z1, self.spectrum_half.real.dtype)
         return (spectrum, radius, *h)
