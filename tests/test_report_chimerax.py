@@ -160,3 +160,17 @@ def test_invalid_range(run_dir, tmp_path):
             resolution_maps={"monores": (file, 5.0, 5.0)},
             level=1.0,
         )
+
+
+@pytest.mark.parametrize("with_nan", [False, True])
+def test_suggest_level_is_mean_plus_three_sd_of_the_finite_voxels(with_nan):
+    rng = np.random.default_rng(11)
+    vol = rng.standard_normal((20, 21, 22)).astype(np.float32)
+    if with_nan:
+        vol[3, 4, 5] = np.nan
+        vol[7, :, 2] = np.inf
+    finite = vol[np.isfinite(vol)].astype(np.float64)
+    expected = float(finite.mean() + 3.0 * finite.std())
+    if np.count_nonzero(finite > expected) < 0.001 * finite.size:
+        expected = float(np.percentile(finite, 99.0))
+    assert suggest_level(vol) == expected

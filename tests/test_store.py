@@ -237,3 +237,19 @@ def test_remove(store, tmp_path):
     RunStore.remove(store.path)
     assert not store.path.exists()
     RunStore.remove(store.path)  # no error
+
+
+def test_lazy_matrix_is_read_in_row_chunks(store):
+    from monodir.report.summary import _rejected_fraction
+
+    dr = _directional()
+    store.write_directional(dr)
+    lazy = store.load_directional(lazy_matrix=True)
+    eager = store.load_directional()
+    assert not isinstance(lazy.resolution_matrix, np.ndarray)
+    assert lazy.resolution_matrix.shape == eager.resolution_matrix.shape
+    rows = np.asarray(lazy.resolution_matrix[1:3])
+    np.testing.assert_array_equal(rows, eager.resolution_matrix[1:3])
+    assert _rejected_fraction(lazy.resolution_matrix, 2) == _rejected_fraction(
+        eager.resolution_matrix
+    )

@@ -520,7 +520,7 @@ class RunStore:
         )
 
     def load_directional(
-        self, *, with_matrix: bool = True, lazy_maps: bool = False
+        self, *, with_matrix: bool = True, lazy_maps: bool = False, lazy_matrix: bool = False
     ) -> DirectionalResult:
         """Read the stored :class:`DirectionalResult`.
 
@@ -531,10 +531,15 @@ class RunStore:
         lazy_maps
             Give ``maps`` as a read-only mapping that reads a map from the store each time
             it is looked up, instead of holding all of them (eight volumes) in memory.
+        lazy_matrix
+            With ``with_matrix``, give the matrix as the stored (read-only) Zarr array, whose
+            slices are read when taken, instead of reading it whole.
         """
         attrs = self.group["directional"].attrs
         directions = self.read_array("directional/directions")
-        if with_matrix:
+        if with_matrix and lazy_matrix:
+            matrix = _open_array(self.path, "directional/clean", mode="r")
+        elif with_matrix:
             matrix = self.read_array("directional/clean")
         else:
             matrix = np.zeros((directions.shape[0], 0), np.float32)

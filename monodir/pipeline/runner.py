@@ -624,7 +624,7 @@ def _export_all(
         written.append(
             write_map(
                 out_dir / name,
-                store.read_array(key).astype(np.float32),
+                store.read_array(key).astype(np.float32, copy=False),
                 voxel_size=voxel_size,
                 origin=origin,
                 nstart=nstart,
@@ -708,7 +708,9 @@ def _export_reports(
         return []
     attrs = store.attrs
     monores = store.load_monores() if store.has_monores() else None
-    directional = store.load_directional()
+    # maps and matrix are read from the store when used: the export never holds them all
+    # (at 512^3 they would be ~4 GiB of maps plus the matrix)
+    directional = store.load_directional(lazy_maps=True, lazy_matrix=True)
     out: list[Path] = []
     t0 = time.perf_counter()
     out += [

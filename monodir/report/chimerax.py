@@ -82,13 +82,17 @@ def suggest_level(volume: np.ndarray, mask: np.ndarray | None = None) -> float:
         Optional boolean mask of the particle.
     """
     vol = np.asarray(volume, dtype=np.float64)
-    finite = vol[np.isfinite(vol)]
+    is_finite = np.isfinite(vol)
+    # a map is nearly always finite everywhere: then the values are the volume itself, not
+    # a copy of it (the same values in the same order, so the same mean and deviation)
+    finite = vol.reshape(-1) if is_finite.all() else vol[is_finite]
     if finite.size == 0:
         return 0.0
     level = float(finite.mean() + 3.0 * finite.std())
     region = finite
     if mask is not None:
-        m = np.asarray(mask, dtype=bool) & np.isfinite(vol)
+        m = np.asarray(mask, dtype=bool) & is_finite
+        del is_finite
         if m.any():
             region = vol[m]
     if np.count_nonzero(region > level) < 0.001 * region.size:

@@ -236,15 +236,18 @@ def _direction_record(directional: DirectionalResult, i: int) -> dict[str, Any]:
 
 
 def _rejected_fraction(matrix: np.ndarray, rows_per_chunk: int = 8) -> float | None:
-    """Fraction of rejected (NaN or ``<= 0``) entries, read in row chunks (low memory)."""
-    matrix = np.asarray(matrix)
-    if matrix.size == 0:
+    """Fraction of rejected (NaN or ``<= 0``) entries, read in row chunks (low memory; the
+    matrix may be a stored Zarr array, read chunk by chunk)."""
+    if not hasattr(matrix, "shape"):
+        matrix = np.asarray(matrix)
+    size = int(np.prod(matrix.shape))
+    if size == 0:
         return None
     bad = 0
     for start in range(0, matrix.shape[0], rows_per_chunk):
-        block = matrix[start : start + rows_per_chunk]
+        block = np.asarray(matrix[start : start + rows_per_chunk])
         bad += int(np.count_nonzero(~(block > 0)))  # NaN compares False
-    return bad / matrix.size
+    return bad / size
 
 
 def _anisotropy_summary(
