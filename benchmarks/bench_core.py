@@ -149,12 +149,18 @@ print(imports_rss, inputs_rss, status("VmHWM"))
 def monores_peak_rss(vol, mask, compat: bool, threads: int) -> tuple[float, float, float]:
     """RSS (MiB) of a fresh worker-like process running MonoRes: after its imports, with the
     map and mask loaded (the MonoRes task holds them throughout), and its peak."""
+    return _worker_like(_MONORES_RSS_CODE, vol, mask, compat, threads)
+
+
+def _worker_like(code: str, vol, mask, compat: bool, threads: int) -> tuple[float, float, float]:
+    """Run ``code`` (a template of the map file, mode and threads) in a fresh process with a
+    Dask worker's environment; the three numbers it prints last."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "map.npz")
         np.savez(path, v=vol, m=mask)
-        code = _MONORES_RSS_CODE.format(root=str(ROOT), path=path, compat=compat, threads=threads)
+        script = code.format(root=str(ROOT), path=path, compat=compat, threads=threads)
         out = subprocess.run(
-            [sys.executable, "-c", code],
+            [sys.executable, "-c", script],
             capture_output=True,
             text=True,
             check=True,
@@ -177,19 +183,7 @@ def worker_peak_rss(vol, mask, compat: bool, threads: int) -> tuple[float, float
     """RSS (MiB) of a fresh worker-like process: after its imports, peak up to the end of
     prepare, and peak while it computes two directions (imports, setup and workspace
     included)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "map.npz")
-        np.savez(path, v=vol, m=mask)
-        code = _RSS_CODE.format(root=str(ROOT), path=path, compat=compat, threads=threads)
-        out = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=worker_environ(),
-        )
-    a, b, c = out.stdout.split()[-3:]
-    return float(a), float(b), float(c)
+    return _worker_like(_RSS_CODE, vol, mask, compat, threads)
 
 
 def kernel_rows(

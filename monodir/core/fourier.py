@@ -117,7 +117,9 @@ def aligned_empty(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
     return np.empty(shape, dtype=dtype)
 
 
-def padded_empty(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+def padded_empty(
+    shape: tuple[int, ...], dtype: np.dtype | type, buffer: np.ndarray | None = None
+) -> np.ndarray:
     """Uninitialised aligned array whose rows (and, in 3D and up, planes) are padded.
 
     The result is a view of shape ``shape`` into a buffer 8 elements longer per row and one
@@ -125,8 +127,20 @@ def padded_empty(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
     the same cache sets over and over: FFTW_ESTIMATE's 3D inverse of a 256^3 complex64 volume
     took 918 ms in a dense buffer and 86 ms in a padded one here, a 1D pass along y of a 256^3
     slab 324 ms instead of 26 ms.
+
+    ``buffer``, an aligned byte array of at least :func:`padded_nbytes` bytes, holds the
+    array instead of a new allocation: the same strides and alignment, so FFTW plans the same
+    transforms on it; two arrays that are never in use at the same time can share one buffer.
     """
-    raw = aligned_empty(_padded_shape(shape), dtype)
+    dtype = np.dtype(dtype)
+    raw_shape = _padded_shape(shape)
+    if buffer is None:
+        raw = aligned_empty(raw_shape, dtype)
+    else:
+        size = padded_nbytes(shape, dtype)
+        if buffer.nbytes < size:
+            raise ValueError(f"buffer of {buffer.nbytes} bytes, {size} needed")
+        raw = buffer.reshape(-1).view(np.uint8)[:size].view(dtype).reshape(raw_shape)
     return raw[tuple(slice(0, n) for n in shape)]
 
 
@@ -141,22 +155,6 @@ def _padded_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 def padded_nbytes(shape: tuple[int, ...], dtype: np.dtype | type) -> int:
     """Bytes of the buffer behind :func:`padded_empty` ``(shape, dtype)``."""
     return int(np.prod(_padded_shape(shape))) * np.dtype(dtype).itemsize
-
-
-def padded_in(buffer: np.ndarray, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
-    """The view :func:`padded_empty` would give, laid out at the start of ``buffer``.
-
-    ``buffer`` is an aligned byte array of at least :func:`padded_nbytes` bytes. The view has
-    the same strides and alignment as a fresh padded array, so FFTW plans the same transforms
-    on it; two arrays that are never in use at the same time can share one buffer this way.
-    """
-    dtype = np.dtype(dtype)
-    raw_shape = _padded_shape(shape)
-    size = int(np.prod(raw_shape)) * dtype.itemsize
-    if buffer.nbytes < size:
-        raise ValueError(f"buffer of {buffer.nbytes} bytes, {size} needed")
-    raw = buffer.reshape(-1).view(np.uint8)[:size].view(dtype).reshape(raw_shape)
-    return raw[tuple(slice(0, n) for n in shape)]
 
 
 def flat_memory(view: np.ndarray) -> np.ndarray:
@@ -250,11 +248,7 @@ class InverseC2C:
         self.threads = threads
         if HAVE_PYFFTW:
             self.zin = padded_empty(shape, cdtype)
-            self.out = (
-                padded_empty(shape, cdtype)
-                if out_buffer is None
-                else padded_in(out_buffer, shape, cdtype)
-            )
+            self.out = padded_empty(shape, cdtype, out_buffer)
             self._plan = _fftw(self.zin, self.out, (0, 1, 2), forward=False, threads=threads)
             self.zin[...] = 0
         else:
@@ -340,11 +334,7 @@ class PrunedLowPass:
         self.half = (nz, ny, nx // 2 + 1)
         self.scale = dtype.type(1.0 / np.prod(self.shape))
         self.x = aligned_empty(self.shape, dtype)  # contiguous: kernels gather via reshape(-1)
-        self.h = (
-            padded_empty(self.half, self.cdtype)
-            if h_buffer is None
-            else padded_in(h_buffer, self.half, self.cdtype)
-        )
+        self.h = padded_empty(self.half, self.cdtype, h_buffer)
         self._plans: dict = {}
         if HAVE_PYFFTW:
             self._fwd_x = _fftw(self.x, self.h, (2,), forward=True, threads=threads)

@@ -69,23 +69,15 @@ class SpectralBasis:
 
 
 def riesz_factors_half(
-    shape: tuple[int, int, int],
-    *,
-    xmipp_nyquist: bool,
-    dtype: type = np.float64,
-    planes: np.ndarray | None = None,
+    shape: tuple[int, int, int], *, xmipp_nyquist: bool, dtype: type = np.float64
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(|u|, u_x/|u|, u_y/|u|, u_z/|u|)`` on the half grid (or on its z-planes ``planes``).
+    """``(|u|, u_x/|u|, u_y/|u|, u_z/|u|)`` on the half grid.
 
     ``xmipp_nyquist=True`` keeps Xmipp's ``+0.5`` at the Nyquist index of every axis (quirk Q20);
     ``False`` sets the Riesz factor of a Nyquist component to 0 along that axis, which makes the
-    multiplier exactly odd. DC gets 0. Every value is computed on its own, so the planes
-    ``planes`` are those of the whole grid, bit for bit.
+    multiplier exactly odd. DC gets 0.
     """
     fz, fy, fx = fourier.half_grid(shape, np.float64)
-    iz = np.arange(shape[0]) if planes is None else np.asarray(planes)
-    if planes is not None:
-        fz = fz[iz]
     r = np.sqrt(fz * fz + fy * fy + fx * fx)
     with np.errstate(divide="ignore", invalid="ignore"):
         inv = np.where(r > 0, 1.0 / np.where(r > 0, r, 1.0), 0.0)
@@ -93,12 +85,9 @@ def riesz_factors_half(
     for f, n, axis in ((fx, shape[2], 2), (fy, shape[1], 1), (fz, shape[0], 0)):
         fa = f.copy()
         if not xmipp_nyquist and n % 2 == 0:
-            if axis == 0:
-                fa[iz == n // 2] = 0.0
-            else:
-                sl = [slice(None)] * 3
-                sl[axis] = n // 2
-                fa[tuple(sl)] = 0.0
+            sl = [slice(None)] * 3
+            sl[axis] = n // 2
+            fa[tuple(sl)] = 0.0
         comps.append((fa * inv).astype(dtype))
     return r.astype(dtype), comps[0], comps[1], comps[2]
 

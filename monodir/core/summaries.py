@@ -636,10 +636,12 @@ def radial_averages_of_values(
     return {k: np.asarray(v) for k, v in table.items()}, zscore
 
 
-def _radial_averages_xmipp(
-    maps: dict[str, np.ndarray], in_mask: np.ndarray, monores_map: np.ndarray | None
+def _radial_averages_xmipp_values(
+    vals: dict[str, np.ndarray], index: np.ndarray, shape: tuple[int, int, int]
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """``radialAverageInMask`` (algorithm.md 2.12) in Xmipp's arithmetic.
+    """``radialAverageInMask`` (algorithm.md 2.12) in Xmipp's arithmetic, from the maps'
+    float64 values at the sorted flat mask indices ``index``; returns the table and the
+    z-score of each of those voxels.
 
     Shell sums run over the mask voxels in C order (sequential sums, as Xmipp's loop), the
     standard deviation is ``sqrt(sum2/N - mean^2)`` (NaN when rounding makes it negative; the
@@ -648,17 +650,6 @@ def _radial_averages_xmipp(
     ``|v - mean|/std + 0.002`` over radial, azimuthal, highest and MonoRes, NaN terms skipped
     (-1 when all are NaN), capped at 5.
     """
-    vals, index = _mask_values(maps, in_mask, monores_map)
-    table, zscore = _radial_averages_xmipp_values(vals, index, in_mask.shape)
-    zmap = np.zeros(in_mask.shape)
-    zmap[in_mask] = zscore
-    return table, zmap
-
-
-def _radial_averages_xmipp_values(
-    vals: dict[str, np.ndarray], index: np.ndarray, shape: tuple[int, int, int]
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """:func:`_radial_averages_xmipp` from the values at the sorted flat mask indices."""
     n = shape[2]
     r = _mask_radii(shape, index)
     names = _RADIAL_NAMES
