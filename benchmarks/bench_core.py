@@ -138,10 +138,11 @@ def status(key):
         if line.startswith(key):
             return int(line.split()[1]) / 1024.0
 imports_rss = status("VmRSS")
-d = np.load({path!r}); v, m = d["v"], d["m"]; del d
+d = np.load({path!r}); inputs = {{"v": d["v"], "m": d["m"]}}; del d
 inputs_rss = status("VmRSS")
 tune_worker_malloc()  # as the worker's MonoRes task does
-monores(v, m, 1.0, xmipp_compat={compat!r}, threads={threads})
+# the map is handed over as the task does: MonoRes frees it once its spectrum is taken
+monores(inputs.pop("v"), inputs["m"], 1.0, xmipp_compat={compat!r}, threads={threads})
 print(imports_rss, inputs_rss, status("VmHWM"))
 """
 

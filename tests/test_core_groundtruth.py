@@ -113,3 +113,38 @@ def test_default_mode_outputs_are_bounded():
         assert vals.min() >= 2 * 1.5 - 1e-6
         assert vals.max() <= 18.0 * 1.1
     assert out.resolution_matrix.shape == (46, out.mask_indices.size)
+
+
+@pytest.mark.parametrize("halves", [False, True])
+def test_monores_lets_go_of_maps_handed_over(monkeypatch, halves):
+    """A caller that hands its maps over (the pipeline's MonoRes task) gets their memory
+    back before the sweep: once the spectra are taken MonoRes holds no reference to them;
+    the result is the one a caller keeping its arrays gets."""
+    import weakref
+
+    from monodir.core import monores as mr
+
+    vol, mask = two_resolution_map(40, 1.0, 4.0, 8.0, noise=0.1, seed=5)
+    h1, h2 = half_maps(vol, sigma=0.1 * float(vol[mask].std()), seed=6)
+
+    class Tracked(np.ndarray):
+        pass
+
+    maps = {"a": (h1 if halves else vol).view(Tracked)}
+    if halves:
+        maps["b"] = h2.view(Tracked)
+    refs = [weakref.ref(m) for m in maps.values()]
+    alive: list[list[bool]] = []
+    real_workspace = mr.AmplitudeWorkspace
+
+    def spy(*args, **kwargs):
+        alive.append([r() is not None for r in refs])
+        return real_workspace(*args, **kwargs)
+
+    monkeypatch.setattr(mr, "AmplitudeWorkspace", spy)
+    handed = mr.monores(maps.pop("a"), mask, 1.0, half_map2=maps.pop("b") if halves else None)
+    assert alive and not any(any(a) for a in alive)  # every workspace: maps already freed
+    monkeypatch.setattr(mr, "AmplitudeWorkspace", real_workspace)
+    kept = mr.monores(h1 if halves else vol, mask, 1.0, half_map2=h2 if halves else None)
+    assert np.array_equal(handed.resolution, kept.resolution)
+    assert handed.stop_reason == kept.stop_reason

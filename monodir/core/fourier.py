@@ -186,7 +186,9 @@ def rfftn(x: np.ndarray, threads: int = 1) -> np.ndarray:
         plan = _plan("rfftn", x.shape, x.dtype, threads)
         plan.input_array[...] = x
         plan.execute()
-        return plan.output_array * np.asarray(1.0 / x.size, dtype=x.dtype)
+        out = plan.output_array
+        del plan  # its input buffer is spent: one volume less while the result is made
+        return out * np.asarray(1.0 / x.size, dtype=x.dtype)
     from scipy import fft as sfft
 
     return sfft.rfftn(x, norm="forward", workers=threads)

@@ -107,7 +107,7 @@ def prepare_states(
     Returns ``(state, r_prot, n_mask, r_lim, cliff_found, r2)``.
     """
     r2 = radius2(volume.shape)
-    state = np.where(mask, 1, 0).astype(np.int8)
+    state = np.asarray(mask, dtype=bool).astype(np.int8)  # 1 protein, 0 elsewhere
     r_prot = protein_radius(mask, r2)
     n_mask = int(mask.sum())
     r_lim, found = cliff_radius(volume, r2, r_prot)

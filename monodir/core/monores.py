@@ -74,20 +74,29 @@ def monores(
         FFT threads.
     """
     dtype = np.float64 if xmipp_compat else np.float32
-    mask = np.asarray(mask).astype(bool)
+    mask = np.asarray(mask).astype(bool, copy=False)
     halves = half_map2 is not None
     # float64 copies of the inputs are needed only until the spectra are taken: each
     # volume-sized array is released as soon as it is spent (at 256^3 the peak went from
-    # 35 to 13 volumes, imports and inputs included; the arithmetic is unchanged)
-    v1 = np.asarray(volume, dtype=np.float64)
+    # 35 to 13 volumes, imports and inputs included; the arithmetic is unchanged). The
+    # references to the inputs are dropped too: a caller that hands its arrays over (the
+    # pipeline's MonoRes task) gets their memory back as soon as they are spent.
     if halves:
+        v1 = np.asarray(volume, dtype=np.float64)
+        del volume
         v2 = np.asarray(half_map2, dtype=np.float64)
+        del half_map2
         analysed = 0.5 * (v1 + v2)
         noise_map = 0.5 * (v1 - v2)
-        del v2
+        del v1, v2
+    elif dtype is np.float32 and np.asarray(volume).dtype == np.float32:
+        # a float32 map needs no float64 copy: the mask preparation converts the voxels it
+        # reads to float64 itself, and the spectrum is taken of these same float32 values
+        analysed, noise_map = np.asarray(volume), None
+        del volume
     else:
-        analysed, noise_map = v1, None
-    del v1
+        analysed, noise_map = np.asarray(volume, dtype=np.float64), None
+        del volume
     shape = analysed.shape
     n = shape[2]
 
@@ -108,7 +117,9 @@ def monores(
     elif halves and noise_only_in_halves:
         state[state < 1] = -1
 
-    basis = HalfBasis(fourier.rfftn(analysed.astype(dtype), threads), shape, xmipp_compat)
+    basis = HalfBasis(
+        fourier.rfftn(analysed.astype(dtype, copy=False), threads), shape, xmipp_compat
+    )
     del analysed
     noise_basis = None
     if halves:
@@ -183,8 +194,8 @@ def monores(
         var_n = float(noise_vals.var(dtype=np.float64))
         if gaussian:
             thr = mean_n + z_sig * np.sqrt(var_n)
-        else:
-            thr = percentile(noise_vals, significance)
+        else:  # the sample is this step's own copy: partitioned in place
+            thr = percentile(noise_vals, significance, overwrite=True)
         del noise_vals, sig_vals
         zval = (mean_s - mean_n) / np.sqrt(var_s / ns + var_n / nn) if ns else float("nan")
         for k, v in zip(

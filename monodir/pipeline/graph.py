@@ -176,20 +176,26 @@ def monores_task(opts: TaskOptions) -> dict[str, Any]:
     t0 = time.perf_counter()
     store = RunStore.open(opts.store)
     data = _read_inputs(store)
-    p = opts.params
-    if data["half1"] is not None:
-        volume, half2 = data["half1"], data["half2"]
-    else:
-        volume, half2 = data["map"], None
+    p, mp = opts.params, opts.params["monores"]
+    halves = data["half1"] is not None
+    if halves:
+        data.pop("map", None)
+    # The maps are handed over, not kept here: MonoRes drops them once their spectra are
+    # taken (one volume less at its peak, two with half maps). Every argument is spelt out:
+    # a call with ``**kwargs`` would keep the maps alive in its argument tuple and dict.
     result = kernel("monores", opts.kernels)(
-        volume,
+        data.pop("half1") if halves else data.pop("map"),
         data["mask"],
         p["voxel_size"],
-        half_map2=half2,
+        half_map2=data.pop("half2") if halves else None,
         exclusion_mask=data["exclusion_mask"],
         xmipp_compat=p["xmipp_compat"],
         threads=task_threads(opts.threads),
-        **p["monores"],
+        low_resolution=mp["low_resolution"],
+        step=mp["step"],
+        significance=mp["significance"],
+        gaussian=mp["gaussian"],
+        noise_only_in_halves=mp["noise_only_in_halves"],
     )
     store.write_monores(result)
     return {
