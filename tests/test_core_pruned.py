@@ -309,20 +309,78 @@ def test_repeated_direction_is_computed_once_and_copied(small_map):
     assert calls[-1] == (47, 47)
 
 
+@pytest.mark.parametrize("parallel", ["threads", "processes"])
 @pytest.mark.parametrize("compat", [False, True])
-def test_resolution_matrix_threads_equal_the_sequential_loop(small_map, compat):
-    """Two threads (each with its own workspace) give the sequential loop's bytes; the compat
-    fast set's repeated +z row is filled, and progress counts every row once."""
+def test_resolution_matrix_in_parallel_equals_the_sequential_loop(small_map, compat, parallel):
+    """Two threads, or two forked processes writing into a shared matrix (each with its own
+    workspace), give the sequential loop's bytes; the compat fast set's repeated +z row is
+    filled, and progress counts every row once."""
     from monodir.core.directional import resolution_matrix
 
     vol, mask = small_map
     setup = prepare_directional(vol, mask, 1.0, fast=True, xmipp_compat=compat)
     seen = []
-    threaded = resolution_matrix(setup, n_jobs=2, progress=lambda done, total: seen.append(done))
+    parallel_matrix = resolution_matrix(
+        setup, n_jobs=2, parallel=parallel, progress=lambda done, total: seen.append(done)
+    )
     sequential = resolution_matrix(setup, n_jobs=1)
-    np.testing.assert_array_equal(threaded, sequential)
+    np.testing.assert_array_equal(parallel_matrix, sequential)
     assert seen[-1] == setup.n_directions and seen == sorted(seen)
-    assert np.all(np.isfinite(threaded))
+    assert np.all(np.isfinite(parallel_matrix))
+
+
+def test_resolution_matrix_forks_only_where_it_is_safe(small_map, monkeypatch):
+    """``parallel="auto"`` forks from a single-threaded process, uses threads while another
+    thread runs (a fork would copy its locks in whatever state they are) or in a daemonic
+    process (which may not have children), where ``"processes"`` is refused; an unknown
+    mode is refused up front."""
+    import multiprocessing
+    import threading
+
+    from monodir.core import directional as dmod
+
+    vol, mask = small_map
+    setup = prepare_directional(vol, mask, 1.0, fast=True)
+    forks = []
+    real = dmod._matrix_in_forks
+    monkeypatch.setattr(dmod, "_matrix_in_forks", lambda *a: forks.append(1) or real(*a))
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    reference = dmod.resolution_matrix(setup, n_jobs=2, parallel="auto")
+    assert forks == [1]
+    monkeypatch.setattr(threading, "active_count", lambda: 3)
+    np.testing.assert_array_equal(dmod.resolution_matrix(setup, n_jobs=2), reference)
+    assert forks == [1]  # threads this time
+
+    class Daemon:
+        daemon = True
+
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    monkeypatch.setattr(multiprocessing, "current_process", lambda: Daemon())
+    np.testing.assert_array_equal(dmod.resolution_matrix(setup, n_jobs=2), reference)
+    assert forks == [1]
+    with pytest.raises(ValueError, match="parallel='threads'"):
+        dmod.resolution_matrix(setup, n_jobs=2, parallel="processes")
+    with pytest.raises(ValueError, match="auto, processes, threads"):
+        dmod.directional(vol, mask, 1.0, fast=True, parallel="fork")
+
+
+def test_resolution_matrix_a_failing_direction_raises_in_the_caller(small_map, monkeypatch):
+    """An error in a forked child comes back as the same exception in the caller."""
+    from monodir.core import directional as dmod
+
+    vol, mask = small_map
+    setup = prepare_directional(vol, mask, 1.0, fast=True)
+    real = dmod.direction_resolution
+
+    def failing(setup, i, threads=1, **kw):
+        if i == 3:
+            raise dmod.NoNoiseRegionError("direction 3: injected")
+        return real(setup, i, threads, **kw)
+
+    monkeypatch.setattr(dmod, "direction_resolution", failing)  # inherited by the forks
+    with pytest.raises(dmod.NoNoiseRegionError, match="injected"):
+        dmod.resolution_matrix(setup, n_jobs=2, parallel="processes")
+    assert dmod._FORKED is None
 
 
 @pytest.mark.parametrize("compat", [False, True])
