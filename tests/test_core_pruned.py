@@ -203,14 +203,24 @@ def test_shell_sweep_equals_dense_amplitude_over_the_whole_sweep(small_map, comp
             assert err < tol, (i, step.resolution, err)
 
 
-@pytest.mark.parametrize("shape", [(34, 32, 30), (31, 33, 35)])
+@pytest.mark.parametrize("shape", [(34, 32, 30), (31, 33, 35), (36, 36, 36)])
 @pytest.mark.parametrize("compat", [False, True])
 @pytest.mark.parametrize("compiled", [True, False])
-def test_sampled_amplitude_is_the_volume_at_those_voxels(shape, compat, compiled, monkeypatch):
-    """Only the lines holding the voxels go through the low-pass's last pass, block by block;
-    the values are the whole volume's at those voxels, bit for bit, in the order asked."""
+@pytest.mark.parametrize("slab_planes", [None, 1, 3])
+def test_sampled_amplitude_is_the_volume_at_those_voxels(
+    shape, compat, compiled, slab_planes, monkeypatch
+):
+    """Only the lines holding the voxels go through the low-pass's last pass, block by block,
+    and the amplitude goes into the low-pass group of planes by group without making a
+    volume (slabs of one and three planes: groups of two and six on an even grid); the
+    values are the whole volume's at those voxels, bit for bit, in the order asked."""
     if not compiled:
         monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
+    if slab_planes is not None:
+        itemsize = 16 if compat else 8
+        monkeypatch.setattr(
+            AmplitudeWorkspace, "SLAB_BYTES", slab_planes * shape[1] * shape[2] * itemsize
+        )
     rng = np.random.default_rng(1)
     z, y, x = np.indices(shape)
     r2 = (z - shape[0] // 2) ** 2 + (y - shape[1] // 2) ** 2 + (x - shape[2] // 2) ** 2
@@ -230,6 +240,7 @@ def test_sampled_amplitude_is_the_volume_at_those_voxels(shape, compat, compiled
                 band = (step.freq, step.freq_high_pass, step.freq_low_pass)
                 want = full.amplitude(*band, taper=setup.taper).reshape(-1)
                 got = part.amplitude(*band, taper=setup.taper, samples=samples)
+                assert ws_part._lp._x is None  # no amplitude volume on the sampled path
                 assert len(got) == len(sets)
                 for g, idx in zip(got, sets, strict=True):
                     assert g.dtype == setup.dtype

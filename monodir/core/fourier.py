@@ -334,13 +334,59 @@ class PrunedLowPass:
         self.cdtype = complex_dtype(dtype)
         nz, ny, nx = self.shape
         self.half = (nz, ny, nx // 2 + 1)
+        self.dtype = dtype
         self.scale = dtype.type(1.0 / np.prod(self.shape))
-        self.x = aligned_empty(self.shape, dtype)  # contiguous: kernels gather via reshape(-1)
         self.h = padded_empty(self.half, self.cdtype, h_buffer)
+        self._x: np.ndarray | None = None
         self._plans: dict = {}
-        if HAVE_PYFFTW:
-            self._fwd_x = _fftw(self.x, self.h, (2,), forward=True, threads=threads)
-            self._inv_x = _fftw(self.h, self.x, (2,), forward=False, threads=threads, destroy=True)
+        self._group: np.ndarray | None = None
+        self._group_plans: dict = {}
+
+    @property
+    def x(self) -> np.ndarray:
+        """The real volume: the input of :meth:`run`, and its output. Allocated at first use
+        (a caller that fills the half spectrum group by group, :meth:`forward_group`, and
+        reads only some lines of the result never needs it)."""
+        return self._volume()
+
+    def _volume(self) -> np.ndarray:
+        if self._x is None:
+            self._x = aligned_empty(self.shape, self.dtype)  # contiguous: gathers reshape(-1)
+            if HAVE_PYFFTW:
+                t = self.threads
+                self._fwd_x = _fftw(self._x, self.h, (2,), forward=True, threads=t)
+                self._inv_x = _fftw(self.h, self._x, (2,), forward=False, threads=t, destroy=True)
+        return self._x
+
+    def group_buffer(self, planes: int) -> np.ndarray:
+        """A contiguous real ``(planes, ny, nx)`` buffer for :meth:`forward_group` (reused)."""
+        if self._group is None or self._group.shape[0] != planes:
+            self._group = aligned_empty((planes, *self.shape[1:]), self.dtype)
+            self._group_plans.clear()
+        return self._group
+
+    def forward_group(self, z0: int, planes: int) -> None:
+        """The first pass of :meth:`run` (forward, along x) for the planes ``z0:z0+planes``,
+        from the first ``planes`` planes of :meth:`group_buffer` into :attr:`h`.
+
+        Each plane's lines are a batch of independent 1D transforms: FFTW gives the whole
+        volume's bits for groups of an even number of planes when ``nz`` is even, and for any
+        group when it is odd (checked for boxes 36-256 and both precisions, also with two
+        threads; ``tests/test_core_pruned.py``). The caller keeps to those groups.
+        """
+        src = self._group[:planes]
+        out = self.h[z0 : z0 + planes]
+        if not HAVE_PYFFTW:
+            from scipy import fft as sfft
+
+            out[...] = sfft.rfft(src, axis=2)
+            return
+        plan = self._group_plans.get((z0, planes))
+        if plan is None:
+            plan = self._group_plans[(z0, planes)] = _fftw(
+                src, out, (2,), forward=True, threads=self.threads
+            )
+        _execute(plan)
 
     def _clamp(self, k_max: int) -> int:
         return int(min(max(k_max, 0), max(self.shape[1:]) // 2))
@@ -366,7 +412,15 @@ class PrunedLowPass:
             )
         plan.run()
 
-    def run(self, k_max: int, factor, apply=None, *, last_pass: bool = True) -> np.ndarray:
+    def run(
+        self,
+        k_max: int,
+        factor,
+        apply=None,
+        *,
+        last_pass: bool = True,
+        forward_done: bool = False,
+    ) -> np.ndarray:
         """Filter ``x`` in place and return it.
 
         Parameters
@@ -385,11 +439,17 @@ class PrunedLowPass:
             ``False`` stops before the inverse pass along x and returns ``h``: the lines
             ``h[z, y, :kx_stop(k_max)]`` then hold their final half spectra (the columns beyond
             are not zeroed), for a caller that needs only some lines of the result.
+        forward_done
+            The first pass (along x) has been done by :meth:`forward_group` for every plane:
+            ``x`` is not read.
         """
         ny = self.shape[1]
         k_max = self._clamp(k_max)
         h = self.h
-        if HAVE_PYFFTW:
+        if forward_done:
+            pass
+        elif HAVE_PYFFTW:
+            self._volume()  # the volume and its plans, at first use
             _execute(self._fwd_x)
         else:
             from scipy import fft as sfft
@@ -413,6 +473,7 @@ class PrunedLowPass:
             return h
         h[:, :, blocks[0][1].stop :] = 0
         if HAVE_PYFFTW:
+            self._volume()
             _execute(self._inv_x)
         else:
             from scipy import fft as sfft

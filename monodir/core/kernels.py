@@ -46,12 +46,12 @@ def _tapered_amplitude_numpy(
     width: int,
     taper_slab: np.ndarray | None,
     out: np.ndarray,
-    z0: int,
+    oz: int,
     x0: int,
 ) -> None:
     ny, nx = out.shape[1], out.shape[2]
-    z1, x1 = z0 + nb, x0 + width
-    dest = out[z0:z1, :, x0:x1]
+    z1, x1 = oz + nb, x0 + width
+    dest = out[oz:z1, :, x0:x1]
     parts = [pair[b, :nb, :ny, :width] for b in (0, 1)]
     re0, im0, re1, im1 = parts[0].real, parts[0].imag, parts[1].real, parts[1].imag
     np.multiply(re0, re0, out=dest)
@@ -61,15 +61,15 @@ def _tapered_amplitude_numpy(
     np.sqrt(dest, out=dest)
     if taper_slab is not None:
         dest *= taper_slab
-    out[z0:z1, :, :x0] = 0
-    out[z0:z1, :, x1:nx] = 0
+    out[oz:z1, :, :x0] = 0
+    out[oz:z1, :, x1:nx] = 0
 
 
 if HAVE_NUMBA:  # pragma: no branch
 
     @_jit()
     def _radial_amplitude_numba(
-        pair, nb, width, table, lo, centre, runs, tapered, out, z0, x0
+        pair, nb, width, table, lo, centre, runs, tapered, out, z0, x0, oz
     ):  # pragma: no cover
         ny, nx = out.shape[1], out.shape[2]
         cz, cy, cx = centre
@@ -78,7 +78,7 @@ if HAVE_NUMBA:  # pragma: no branch
             for y in range(ny):
                 a = pair[0, j, y]
                 b = pair[1, j, y]
-                o = out[z, y]
+                o = out[oz + j, y]
                 # columns (from x0) where the taper is not 0: [oa, ob); where it is 1: [ia, ib)
                 if tapered:
                     oa = min(max(runs[z, y, 0] - x0, 0), width)
@@ -124,12 +124,14 @@ def tapered_amplitude(
     out: np.ndarray,
     z0: int,
     x0: int,
+    out_z0: int | None = None,
 ) -> None:
     """Amplitude of a slab of two complex signals, tapered, written into a volume.
 
-    ``out[z0+j, y, x0+i] = taper[z0+j, y, x0+i] * sqrt(|P0|^2 + |P1|^2)`` with
+    ``out[oz+j, y, x0+i] = taper[z0+j, y, x0+i] * sqrt(|P0|^2 + |P1|^2)`` with
     ``Pb = pair[b, j, y, i]`` for ``j < nb``, ``i < width`` (every ``y``), summed in the order
     ``((re0^2 + im0^2) + re1^2) + im1^2``; the rest of those rows of ``out`` is set to 0.
+    ``oz = out_z0`` (default ``z0``): ``out`` may hold only some planes of the grid.
     The compiled radial path writes 0 where the taper is 0 instead of multiplying (the same
     for the finite amplitudes a map gives) and multiplies only on the taper's ramp.
 
@@ -143,10 +145,13 @@ def tapered_amplitude(
         A radial taper (:class:`monodir.core.directional.RadialTaper`: evaluated on the fly,
         compiled), ``None``, or a real volume like ``out`` (NumPy path).
     out
-        C-contiguous real volume ``(nz, ny, nx)``.
+        C-contiguous real array ``(>= oz + nb, ny, nx)``: the volume, or a group of planes.
     z0, x0
-        Where the slab starts in ``out``.
+        Where the slab starts in the grid (and along x in ``out``).
+    out_z0
+        Plane of ``out`` that receives the slab's first plane (default ``z0``).
     """
+    oz = z0 if out_z0 is None else int(out_z0)
     radial = taper is not None and not isinstance(taper, np.ndarray)
     compiled = HAVE_NUMBA and pair.flags.c_contiguous and out.flags.c_contiguous
     if compiled and (radial or taper is None):
@@ -157,7 +162,7 @@ def tapered_amplitude(
             lo, centre = int(taper.lo), tuple(int(c) for c in taper.centre)
             runs = taper.row_runs()
         _radial_amplitude_numba(
-            pair, nb, width, table, lo, centre, runs, taper is not None, out, z0, x0
+            pair, nb, width, table, lo, centre, runs, taper is not None, out, z0, x0, oz
         )
         return
     if taper is None:
@@ -166,7 +171,7 @@ def tapered_amplitude(
         taper_slab = taper.block(z0, z0 + nb, x0, x0 + width)
     else:
         taper_slab = taper[z0 : z0 + nb, :, x0 : x0 + width]
-    _tapered_amplitude_numpy(pair, nb, width, taper_slab, out, z0, x0)
+    _tapered_amplitude_numpy(pair, nb, width, taper_slab, out, oz, x0)
 
 
 if HAVE_NUMBA:  # pragma: no branch
