@@ -300,28 +300,55 @@ def test_nonzero_except_columns_equals_numpy(shape, columns, monkeypatch):
 @pytest.mark.parametrize("compat", [False, True])
 @pytest.mark.parametrize("d", _CONE_DIRECTIONS)
 def test_noise_cone_numba_equals_numpy(compat, d, monkeypatch):
-    """Compiled noise cone = NumPy's, ties at exactly 45 and 135 degrees included."""
+    """Compiled noise cone (candidates made on the fly from the shell and the mask) = the
+    NumPy version over listed candidates, ties at exactly 45 and 135 degrees and the centre
+    (a zero vector) included."""
     from types import SimpleNamespace
 
-    from monodir.core.directional import noise_indices
+    from monodir.core.directional import noise_candidates, noise_indices
 
     shape = (14, 16, 15)
     rng = np.random.default_rng(9)
-    # every voxel, the centre included (a zero vector), in shuffled and in sorted order
-    cand = np.arange(int(np.prod(shape)), dtype=np.int32)
-    for order in (cand, rng.permutation(cand)):
+    mask = np.flatnonzero(rng.random(shape) < 0.2).astype(np.int32)
+    for shell in ((-1, 10**6, 1e6), (4, 40, 30.25), (0, 49, 20.0)):
         setup = SimpleNamespace(
             shape=shape,
-            noise_candidates=order,
+            noise_shell=shell,
+            mask_indices=mask,
             xmipp_compat=compat,
             directions=np.array([_unit(d)]),
         )
         got = noise_indices(setup, 0)
         monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
-        want = noise_indices(setup, 0, chunk=97)
+        want = noise_indices(setup, 0, planes=3)
         monkeypatch.setattr(kernels, "HAVE_NUMBA", True)
+        assert got.dtype == want.dtype == np.int32
         np.testing.assert_array_equal(got, want)
+        cand = noise_candidates(setup)
         assert 0 < want.size < cand.size
+        assert not np.isin(want, mask).any() and np.isin(want, cand).all()
+
+
+@pytest.mark.parametrize("compat", [False, True])
+@pytest.mark.parametrize("radius", [None, 19.5])
+def test_noise_candidates_are_the_background_beyond_the_protein(compat, radius):
+    """The shell kept instead of a list gives the candidates of the definition: state 0
+    (not protein, inside the cliff radius and the usable sphere) beyond the protein radius."""
+    from monodir.core.directional import N_SMOOTH, noise_candidates, prepare_directional
+    from monodir.core.masks import prepare_states
+    from monodir.synthetic import anisotropic_map
+
+    vol, mask = anisotropic_map(40, 1.0, noise=0.1, seed=4)
+    setup = prepare_directional(vol, mask, 1.0, xmipp_compat=compat, sphere_radius=radius)
+    state, r_prot, _, _, _, r2 = prepare_states(vol.astype(setup.dtype), mask)
+    state[r2 > ((radius or 20) - N_SMOOTH) ** 2] = -1
+    want = np.flatnonzero((state == 0) & (r2 > r_prot * r_prot))
+    got = noise_candidates(setup)
+    np.testing.assert_array_equal(got, want)
+    assert got.size == setup.info["n_noise"] > 0
+    for z0, z1 in ((0, 7), (7, 23), (23, 40)):
+        part = noise_candidates(setup, z0, z1)
+        np.testing.assert_array_equal(part, want[(want >= z0 * 1600) & (want < z1 * 1600)])
 
 
 @needs_numba

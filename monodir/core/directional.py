@@ -70,8 +70,11 @@ class DirectionalSetup:
         Flat indices (C order) of the analysed voxels.
     n_mask_ref
         Voxel count used by the "fewer than 2.5 % active" stop.
-    noise_candidates
-        Flat indices of the background voxels that may serve as noise (single map).
+    noise_shell
+        ``(lo, hi, cut)``: the background voxels that may serve as noise (single map) are
+        those with ``lo < r2 < hi`` and ``r2 <= cut`` (``r2`` the squared distance to the
+        voxel ``n // 2``) outside the mask; made on the fly per direction
+        (:func:`noise_candidates` lists them).
     steps
         The frequency sweep.
     taper
@@ -91,7 +94,7 @@ class DirectionalSetup:
     directions: np.ndarray
     mask_indices: np.ndarray
     n_mask_ref: int
-    noise_candidates: np.ndarray
+    noise_shell: tuple[int, int, float]
     r_particle: int
     r_limit: int
     steps: list[SweepStep]
@@ -299,12 +302,16 @@ def prepare_directional(
             f"{r_lim} voxels: single-map mode needs at least {N_SMOOTH} voxels of solvent "
             "beyond the mask; give half maps (input.half_maps) or a larger box"
         )
-    state[r2 > (radius - N_SMOOTH) ** 2] = -1
+    cut = (radius - N_SMOOTH) ** 2
+    state[r2 > cut] = -1
     index_type = np.int32 if analysed.size < 2**31 else np.int64
     mask_indices = np.flatnonzero(state >= 1).astype(index_type)
-    noise_candidates = np.flatnonzero((state == 0) & (r2 > r_prot * r_prot)).astype(index_type)
+    # the noise candidates are not kept (0.35 volumes at 256^3): every direction makes its
+    # own from this shell and the mask (state 0 beyond the protein radius)
+    noise_shell = (int(r_prot) * int(r_prot), int(r_lim) * int(r_lim), float(cut))
+    n_noise = int(np.count_nonzero((state == 0) & (r2 > noise_shell[0])))
     del r2, state
-    if noise_map is None and noise_candidates.size == 0:
+    if noise_map is None and n_noise == 0:
         raise NoNoiseRegionError(
             "no background voxels between the mask and the edge of the usable sphere: "
             "single-map mode needs a solvent region; give half maps (input.half_maps)"
@@ -330,12 +337,12 @@ def prepare_directional(
         directions=angles_to_vectors(angles),
         mask_indices=mask_indices,
         n_mask_ref=n_mask_ref,
-        noise_candidates=noise_candidates,
+        noise_shell=noise_shell,
         r_particle=r_prot,
         r_limit=r_lim,
         steps=directional_sweep(n, voxel_size, resolution_step),
         taper=RadialTaper.build(shape, dtype=dtype),
-        info={"n_mask": int(mask_indices.size), "n_noise": int(noise_candidates.size)},
+        info={"n_mask": int(mask_indices.size), "n_noise": n_noise},
     )
 
 
@@ -462,30 +469,50 @@ def cone_basis(setup: DirectionalSetup, i: int) -> SpectralBasis:
     )
 
 
-def noise_indices(setup: DirectionalSetup, i: int, chunk: int = 1 << 17) -> np.ndarray:
+def noise_candidates(setup: DirectionalSetup, z0: int = 0, z1: int | None = None) -> np.ndarray:
+    """Flat indices (increasing) of the noise candidates on the planes ``z0:z1`` (all by
+    default): the voxels of :attr:`DirectionalSetup.noise_shell` outside the mask."""
+    nz, ny, nx = setup.shape
+    z1 = nz if z1 is None else z1
+    lo, hi, cut = setup.noise_shell
+    z = (np.arange(z0, z1, dtype=np.int64) - nz // 2)[:, None, None]
+    y = (np.arange(ny, dtype=np.int64) - ny // 2)[None, :, None]
+    x = (np.arange(nx, dtype=np.int64) - nx // 2)[None, None, :]
+    r2 = z * z + y * y + x * x
+    flat = np.flatnonzero((r2 > lo) & (r2 < hi) & ~(r2 > cut)) + z0 * ny * nx
+    m = setup.mask_indices
+    a, b = np.searchsorted(m, [z0 * ny * nx, z1 * ny * nx])
+    keep = ~np.isin(flat, m[a:b], assume_unique=True)
+    return flat[keep].astype(m.dtype, copy=False)
+
+
+def noise_indices(setup: DirectionalSetup, i: int, planes: int = 8) -> np.ndarray:
     """Background voxels inside the 45-degree real-space double cone about direction ``i``.
 
-    Computed in chunks of candidates to keep temporaries small.
+    The candidates are made on the fly (compiled: in one pass over the shell; NumPy: a few
+    planes at a time, to keep temporaries small).
     """
     shape = setup.shape
-    cand = setup.noise_candidates
     if setup.xmipp_compat:
         c = np.array([shape[2] / 2, shape[1] / 2, shape[0] / 2])
     else:
         c = np.array([shape[2] // 2, shape[1] // 2, shape[0] // 2], dtype=np.float64)
     d = setup.directions[i]
     cos_a = math.cos(math.radians(NOISE_CONE_ANGLE))
-    codes = kernels.noise_cone_codes(cand, shape, c, d, cos_a)
-    if codes is not None:  # compiled; the few cosines at a limit are decided here
+    found = kernels.noise_shell_cone(shape, setup.noise_shell, setup.mask_indices, c, d, cos_a)
+    if found is not None:  # compiled; the few cosines at a limit are decided here
+        idx, codes = found
         near = np.flatnonzero(codes == 2)
         if near.size:
-            codes[near] = _noise_cone_numpy(cand[near], shape, c, d, cos_a)
-        return cand[codes.view(bool)]
+            keep = np.ones(idx.size, dtype=bool)
+            keep[near] = _noise_cone_numpy(idx[near], shape, c, d, cos_a)
+            idx = idx[keep]
+        return idx
     keep = []
-    for a in range(0, cand.size, chunk):
-        part = cand[a : a + chunk]
+    for z0 in range(0, shape[0], planes):
+        part = noise_candidates(setup, z0, min(z0 + planes, shape[0]))
         keep.append(part[_noise_cone_numpy(part, shape, c, d, cos_a)])
-    return np.concatenate(keep) if keep else cand[:0]
+    return np.concatenate(keep)
 
 
 def _noise_cone_numpy(part: np.ndarray, shape, c: np.ndarray, d: np.ndarray, cos_a: float):

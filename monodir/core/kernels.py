@@ -549,38 +549,51 @@ if HAVE_NUMBA:  # pragma: no branch
         return kz, ky, kx
 
     @_jit()
-    def _noise_cone_numba(cand, ny, nx, c0, c1, c2, d0, d1, d2, cos_a, out):  # pragma: no cover
-        plane = ny * nx
+    def _noise_shell_numba(
+        nz, ny, nx, r2_lo, r2_hi, cut, mask_idx, c0, c1, c2, d0, d1, d2, cos_a, out, codes
+    ):  # pragma: no cover
         neg = -cos_a
         lim_small = cos_a + 1e-9  # angle < 45 degrees: cosine above this
         lim_large = neg - 1e-9  # angle > 135 degrees: cosine below this
-        kz = -1
-        zb = 0
-        ky = 0
-        yb = 0
-        for t in range(cand.size):
-            p = np.int64(cand[t])
-            if kz < 0 or p < zb or p >= zb + plane:  # divisions only where the plane changes
-                kz = p // plane
-                zb = kz * plane
-                ky = -1
-            rem = p - zb
-            if ky < 0 or rem < yb or rem >= yb + nx:  # or the row
-                ky = rem // nx
-                yb = ky * nx
-            kx = rem - yb
-            px = kx - c0
-            py = ky - c1
-            pz = kz - c2
-            norm_p = np.sqrt(px * px + py * py + pz * pz)
-            cos_p = (px * d0 + py * d1 + pz * d2) / norm_p if norm_p != 0 else np.nan
-            code = 0
-            if cos_p >= -1.0 and cos_p <= 1.0:
-                if cos_p > lim_small or cos_p < lim_large:
-                    code = 1
-            if abs(cos_p - cos_a) <= 1e-9 or abs(cos_p - neg) <= 1e-9:
-                code = 2
-            out[t] = code
+        hz, hy, hx = nz // 2, ny // 2, nx // 2
+        m = 0
+        n_mask = mask_idx.size
+        k = 0
+        store = out.size > 0
+        for z in range(nz):
+            rz = (z - hz) * (z - hz)
+            for y in range(ny):
+                ryz = rz + (y - hy) * (y - hy)
+                if ryz >= r2_hi:  # every voxel of the line lies beyond the cliff
+                    continue
+                base = (z * ny + y) * nx
+                for x in range(nx):
+                    r2 = ryz + (x - hx) * (x - hx)
+                    if r2 <= r2_lo or r2 >= r2_hi or np.float64(r2) > cut:
+                        continue
+                    p = base + x
+                    while m < n_mask and mask_idx[m] < p:
+                        m += 1
+                    if m < n_mask and mask_idx[m] == p:  # a protein voxel
+                        continue
+                    # the cone test of the NumPy version, the same float64 operations
+                    px = x - c0
+                    py = y - c1
+                    pz = z - c2
+                    norm_p = np.sqrt(px * px + py * py + pz * pz)
+                    cos_p = (px * d0 + py * d1 + pz * d2) / norm_p if norm_p != 0 else np.nan
+                    code = 0
+                    if cos_p >= -1.0 and cos_p <= 1.0:
+                        if cos_p > lim_small or cos_p < lim_large:
+                            code = 1
+                    if abs(cos_p - cos_a) <= 1e-9 or abs(cos_p - neg) <= 1e-9:
+                        code = 2
+                    if code:
+                        if store:
+                            out[k] = p
+                            codes[k] = code
+                        k += 1
+        return k
 
 
 def cone_half_codes(fz, fy, fx, d, cos_limit: float) -> tuple[np.ndarray, int] | None:
@@ -616,28 +629,29 @@ def nonzero_except_columns(
     return np.nonzero(kept)
 
 
-def noise_cone_codes(cand, shape, centre, d, cos_a: float) -> np.ndarray | None:
-    """Per-candidate codes of the real-space double cone about ``d``: 1 when the angle of
-    ``p - centre`` to ``d`` is below 45 degrees or above 135 (``cos_a`` = cos 45), 0 when not
-    (or ``p = centre``), 2 within 1e-9 of either limit (left to the caller); ``None`` without
-    numba. Same float64 operations as :func:`monodir.core.directional.noise_indices`."""
+def noise_shell_cone(
+    shape, shell: tuple[int, int, float], mask_idx: np.ndarray, centre, d, cos_a: float
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The noise candidates of a shell (``lo < r2 < hi``, ``r2 <= cut``, not in the sorted
+    ``mask_idx``; ``r2`` from the voxel ``n // 2``) inside the real-space double cone about
+    ``d``, in flat order, with a code each: 1 when the angle of ``p - centre`` to ``d`` is
+    below 45 degrees or above 135 (``cos_a`` = cos 45), 2 within 1e-9 of either limit (left
+    to the caller); the centre itself is out. Same float64 operations as
+    :func:`monodir.core.directional.noise_indices`; made on the fly instead of from a stored
+    array of candidates (two passes: count, then fill). ``None`` without numba."""
     if not HAVE_NUMBA:
         return None
-    out = np.empty(cand.size, dtype=np.uint8)
-    _noise_cone_numba(
-        cand,
-        int(shape[1]),
-        int(shape[2]),
-        float(centre[0]),
-        float(centre[1]),
-        float(centre[2]),
-        float(d[0]),
-        float(d[1]),
-        float(d[2]),
-        float(cos_a),
-        out,
-    )
-    return out
+    lo, hi, cut = shell
+    args = [int(a) for a in shape] + [int(lo), int(hi), float(cut), mask_idx]
+    args += [float(centre[0]), float(centre[1]), float(centre[2])]
+    args += [float(d[0]), float(d[1]), float(d[2]), float(cos_a)]
+    index_type = np.int32 if int(np.prod(shape)) < 2**31 else np.int64
+    count = _noise_shell_numba(*args, np.empty(0, dtype=index_type), np.empty(0, dtype=np.uint8))
+    out = np.empty(count, dtype=index_type)
+    codes = np.empty(count, dtype=np.uint8)
+    if count:
+        _noise_shell_numba(*args, out, codes)
+    return out, codes
 
 
 # ------------------------------------------------------------------ per-voxel summaries

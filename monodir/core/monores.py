@@ -116,6 +116,7 @@ def monores(
         del excl
     elif halves and noise_only_in_halves:
         state[state < 1] = -1
+    del exclusion_mask  # in ``state`` now
 
     basis = HalfBasis(
         fourier.rfftn(analysed.astype(dtype, copy=False), threads), shape, xmipp_compat

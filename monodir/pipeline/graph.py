@@ -178,19 +178,20 @@ def monores_task(opts: TaskOptions) -> dict[str, Any]:
     t0 = time.perf_counter()
     store = RunStore.open(opts.store)
     data = _read_inputs(store)
+    trim_worker_heap()  # the store's decoding buffers (~50 MiB at 256^3)
     p, mp = opts.params, opts.params["monores"]
     halves = data["half1"] is not None
     if halves:
         data.pop("map", None)
-    # The maps are handed over, not kept here: MonoRes drops them once their spectra are
-    # taken (one volume less at its peak, two with half maps). Every argument is spelt out:
+    # The maps (and masks) are handed over, not kept here: MonoRes drops them once spent
+    # (one volume less at its peak, two with half maps). Every argument is spelt out:
     # a call with ``**kwargs`` would keep the maps alive in its argument tuple and dict.
     result = kernel("monores", opts.kernels)(
         data.pop("half1") if halves else data.pop("map"),
-        data["mask"],
+        data.pop("mask"),
         p["voxel_size"],
         half_map2=data.pop("half2") if halves else None,
-        exclusion_mask=data["exclusion_mask"],
+        exclusion_mask=data.pop("exclusion_mask"),
         xmipp_compat=p["xmipp_compat"],
         threads=task_threads(opts.threads),
         low_resolution=mp["low_resolution"],
@@ -215,6 +216,7 @@ def prepare_task(opts: TaskOptions) -> Any:
     trim_worker_heap()
     store = RunStore.open(opts.store, mode="r")
     data = _read_inputs(store)
+    trim_worker_heap()
     p = opts.params
     if data["half1"] is not None:
         h1, h2 = data["half1"], data["half2"]
