@@ -148,3 +148,17 @@ def test_monores_lets_go_of_maps_handed_over(monkeypatch, halves):
     kept = mr.monores(h1 if halves else vol, mask, 1.0, half_map2=h2 if halves else None)
     assert np.array_equal(handed.resolution, kept.resolution)
     assert handed.stop_reason == kept.stop_reason
+
+
+@pytest.mark.parametrize("leaf", [130, 1000, 1 << 16])
+def test_variance64_is_numpy_var_bit_for_bit(leaf):
+    """MonoRes' variance without a float64 copy of the sample walks NumPy's pairwise tree:
+    the same bits as ``np.var(dtype=np.float64)`` for sizes around every split rule."""
+    from monodir.core.monores import variance64
+
+    rng = np.random.default_rng(leaf)
+    for n in (1, 2, 7, 8, 9, 127, 128, 129, 1000, 4099, 65539, 300_017, 1_048_581):
+        x = (rng.standard_normal(n) * 3 + 1).astype(np.float32)
+        assert variance64(x, leaf=leaf) == x.var(dtype=np.float64), n
+    x = rng.random(70_001)  # float64 samples too (xmipp_compat)
+    assert variance64(x, leaf=leaf) == x.var(dtype=np.float64)

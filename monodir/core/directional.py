@@ -457,15 +457,26 @@ def cone_basis(setup: DirectionalSetup, i: int) -> SpectralBasis:
         hs.append(tuple(0.5 * (c_k * a - c_m * b) for a, b in ((hxk, hxm), (hyk, hym), (hzk, hzm))))
         rad.append(rk)
         spec.append(setup.spectrum[pz, py, p])
+    del cone, kz, ky, kx, r, hx, hy, hz
+
+    def joined(parts: list, cast: bool = True) -> np.ndarray:
+        """The parts end to end, each list emptied as soon as it is joined (the basis is
+        built with fewer arrays alive at once)."""
+        out = np.concatenate(parts)
+        parts.clear()
+        return out.astype(dtype, copy=False) if cast else out
+
+    hs_x, hs_y, hs_z = ([h[j] for h in hs] for j in range(3))
+    del hs
     return SpectralBasis(
         shape=shape,
-        flat_index=np.concatenate(flat),
-        spectrum=np.concatenate(spec),
-        radius=np.concatenate(rad).astype(dtype),
-        g=np.concatenate(g).astype(dtype),
-        hx=np.concatenate([h[0] for h in hs]).astype(dtype),
-        hy=np.concatenate([h[1] for h in hs]).astype(dtype),
-        hz=np.concatenate([h[2] for h in hs]).astype(dtype),
+        flat_index=joined(flat, cast=False),
+        spectrum=joined(spec, cast=False),
+        radius=joined(rad),
+        g=joined(g),
+        hx=joined(hs_x),
+        hy=joined(hs_y),
+        hz=joined(hs_z),
     )
 
 

@@ -619,7 +619,8 @@ class PartialInverse:
 
         ``key``, if given, is ``k[a3] * n_a2 + k[a2]`` of
         coefficients already in increasing order of it (:class:`ShellSweep` sorts its basis
-        once), which saves sorting them at every call; the result is the same.
+        once), which saves sorting them at every call; the result is the same. Only
+        ``k[a1]`` is then read.
         """
         from scipy import fft as sfft
 

@@ -272,7 +272,8 @@ class LineSamples:
             if blk.size > 1 and np.any(blk[1:] < blk[:-1]):
                 order = np.argsort(blk, kind="stable")
                 blk, local = blk[order], local[order]
-            bounds = np.searchsorted(blk, np.arange(n_blocks + 1))
+            # (block numbers of blk's own type: no int64 copy of blk)
+            bounds = np.searchsorted(blk, np.arange(n_blocks + 1, dtype=blk.dtype))
             self.sets.append((local, bounds, order))
         self._values: dict[np.dtype, list[np.ndarray]] = {}
 
@@ -673,7 +674,8 @@ class ShellSweep:
         # coefficients sorted once by (plane, line) of the pruned inverse: every shell is
         # then a sorted subset, and PartialInverse.add need not sort it again
         _, a2, a3 = self.axes
-        key = self.k[a3].astype(np.int64) * ws.shape[a2] + self.k[a2]
+        key_type = np.int32 if ws.shape[a3] * ws.shape[a2] < 2**31 else np.int64
+        key = self.k[a3].astype(key_type) * key_type(ws.shape[a2]) + self.k[a2]
         order = np.argsort(key, kind="stable")
         self.key = key[order]
         del key
@@ -710,10 +712,17 @@ class ShellSweep:
         sel = np.flatnonzero(delta)
         if sel.size:
             d = delta[sel]
+            values = [self.c1[sel], self.c2[sel]]
+            for v in values:  # d * c, written over the gathered c (one temporary less)
+                np.multiply(d, v, out=v)
+            del d
+            # with the sorted key, add() reads only the indices along the first axis
+            a1 = self.axes[0]
+            k = tuple(a[sel] if j == a1 else a[:0] for j, a in enumerate(self.k))
             ws.partial_inverse.add(
                 list(self.t),
-                tuple(a[sel] for a in self.k),
-                [d * self.c1[sel], d * self.c2[sel]],
+                k,
+                values,
                 self.axes,
                 assign=first,  # the accumulators start from nothing: write, not add
                 key=self.key[sel],
