@@ -162,3 +162,25 @@ def test_variance64_is_numpy_var_bit_for_bit(leaf):
         assert variance64(x, leaf=leaf) == x.var(dtype=np.float64), n
     x = rng.random(70_001)  # float64 samples too (xmipp_compat)
     assert variance64(x, leaf=leaf) == x.var(dtype=np.float64)
+
+
+def test_variance64_keeps_no_reference_to_its_sample():
+    """The sample is freed as soon as the caller drops it (no reference cycle waiting for
+    the garbage collector: MonoRes drops one noise sample per step)."""
+    import gc
+    import weakref
+
+    from monodir.core.monores import variance64
+
+    class Tracked(np.ndarray):
+        pass
+
+    x = np.arange(5000, dtype=np.float32).view(Tracked)
+    ref = weakref.ref(x)
+    gc.disable()
+    try:
+        variance64(x, leaf=130)
+        del x
+        assert ref() is None
+    finally:
+        gc.enable()

@@ -43,20 +43,23 @@ def variance64(x: np.ndarray, leaf: int = VARIANCE_LEAF) -> float:
     bits against ``np.var``).
     """
     x = np.ascontiguousarray(x).reshape(-1)
-    n = x.size
-    mean = x.mean(dtype=np.float64)
+    return float(_squared_deviations(x, x.mean(dtype=np.float64), 0, x.size, leaf) / x.size)
 
-    def pairwise(lo: int, m: int) -> float:
-        if m <= leaf:
-            dev = x[lo : lo + m].astype(np.float64)
-            dev -= mean
-            np.multiply(dev, dev, out=dev)
-            return np.add.reduce(dev)
-        half = m // 2
-        half -= half % 8
-        return pairwise(lo, half) + pairwise(lo + half, m - half)
 
-    return float(pairwise(0, n) / n)
+def _squared_deviations(x: np.ndarray, mean, lo: int, m: int, leaf: int):
+    """Pairwise sum of ``(x - mean)^2`` over ``x[lo:lo+m]``, split as NumPy splits it. (A
+    module function, not a recursive closure: that would be a reference cycle holding the
+    sample until the garbage collector runs.)"""
+    if m <= leaf:
+        dev = x[lo : lo + m].astype(np.float64)
+        dev -= mean
+        np.multiply(dev, dev, out=dev)
+        return np.add.reduce(dev)
+    half = m // 2
+    half -= half % 8
+    return _squared_deviations(x, mean, lo, half, leaf) + _squared_deviations(
+        x, mean, lo + half, m - half, leaf
+    )
 
 
 def monores(
