@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from monodir.core import fourier  # noqa: E402
 from monodir.core.directional import (  # noqa: E402
+    _use_processes,
     direction_resolution,
     directional,
     prepare_directional,
@@ -325,6 +326,8 @@ def reference_rows(jobs: int, runs: bool, repeat: int = 3) -> list[dict]:
             t_mr = time.perf_counter() - t0
             # the machine's noise (5-10 % between runs) is as large as some margins: the
             # analysis is timed `repeat` times and its median is compared with Xmipp
+            # forked processes unless this process runs another thread (then threads)
+            parallel = "processes" if _use_processes("auto") else "threads"
             times = []
             for _ in range(max(1, repeat)):
                 t0 = time.perf_counter()
@@ -346,6 +349,7 @@ def reference_rows(jobs: int, runs: bool, repeat: int = 3) -> list[dict]:
                 "case": case,
                 "directions": 46 if fast else 81,
                 "mode": "compat" if compat else "default",
+                "parallel": parallel,
                 "monores_s": t_mr,
                 "directional_s": t_dir,
                 "directional_min_s": min(times),

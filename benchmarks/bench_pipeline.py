@@ -14,6 +14,7 @@ those of the first configuration.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -29,7 +30,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from monodir.io.mrc import read_map, write_map  # noqa: E402
-from monodir.io.store import RunStore  # noqa: E402
 from monodir.pipeline.runner import MRC_OUTPUTS  # noqa: E402
 
 STAGES = ("cluster_start", "monores", "prepare", "directions", "reduce", "export")
@@ -124,7 +124,10 @@ def run_one(name: str, config: Path) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed:\n{stderr}")
     out = Path(yaml.safe_load(config.read_text())["output"]["directory"])
-    timings = RunStore.open(out / "run.zarr", mode="r").attrs["timings"]
+    # the store's attributes read as the JSON they are: opening the store with zarr would
+    # leave zarr's I/O thread running in this process, and directional(n_jobs>1) in a
+    # process with another thread uses threads instead of forked processes
+    timings = json.loads((out / "run.zarr" / "zarr.json").read_text())["attributes"]["timings"]
     children = [v for pid, v in peaks.items() if pid != proc.pid]
     return {
         "name": name,

@@ -341,11 +341,12 @@ def test_resolution_matrix_in_parallel_equals_the_sequential_loop(small_map, com
 
 
 def test_resolution_matrix_forks_only_where_it_is_safe(small_map, monkeypatch):
-    """``parallel="auto"`` forks from a single-threaded process, uses threads while another
-    thread runs (a fork would copy its locks in whatever state they are) or in a daemonic
-    process (which may not have children), where ``"processes"`` is refused; an unknown
-    mode is refused up front."""
+    """``parallel="auto"`` forks from a single-threaded process on Linux, uses threads while
+    another thread runs (a fork would copy its locks in whatever state they are), on other
+    systems or in a daemonic process (which may not have children), where ``"processes"``
+    is refused; an unknown mode is refused up front."""
     import multiprocessing
+    import sys
     import threading
 
     from monodir.core import directional as dmod
@@ -361,6 +362,11 @@ def test_resolution_matrix_forks_only_where_it_is_safe(small_map, monkeypatch):
     monkeypatch.setattr(threading, "active_count", lambda: 3)
     np.testing.assert_array_equal(dmod.resolution_matrix(setup, n_jobs=2), reference)
     assert forks == [1]  # threads this time
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    monkeypatch.setattr(sys, "platform", "darwin")  # system libraries not fork-safe there
+    np.testing.assert_array_equal(dmod.resolution_matrix(setup, n_jobs=2), reference)
+    assert forks == [1]
+    monkeypatch.setattr(sys, "platform", "linux")
 
     class Daemon:
         daemon = True

@@ -649,9 +649,8 @@ def resolution_matrix(
       reference maps (the threads wait for each other's Python between their compiled calls).
     * ``"threads"``: the transforms and compiled kernels release the GIL; on 2 cores, 2
       threads ran 1.85x faster than one.
-    * ``"auto"`` (default): processes where forking is safe (a platform with ``fork``, a
-      calling process that runs no other thread and is not itself a daemonic child), threads
-      otherwise.
+    * ``"auto"`` (default): processes where forking is safe (Linux, a calling process that
+      runs no other thread and is not itself a daemonic child), threads otherwise.
 
     A direction listed twice (Xmipp's fast set) is computed once.
     """
@@ -704,6 +703,7 @@ def _check_parallel(parallel: str) -> None:
 def _use_processes(parallel: str) -> bool:
     """Whether :func:`resolution_matrix` forks (see its ``parallel``)."""
     import multiprocessing
+    import sys
     import threading
 
     _check_parallel(parallel)
@@ -718,7 +718,9 @@ def _use_processes(parallel: str) -> bool:
                 "have children (not a daemonic worker): use parallel='threads'"
             )
         return True
-    return can_fork and not daemonic and threading.active_count() == 1
+    # Linux only: macOS system libraries are not fork-safe (Python spawns there by default)
+    linux = sys.platform.startswith("linux")
+    return linux and can_fork and not daemonic and threading.active_count() == 1
 
 
 #: ``(setup, matrix, threads)`` of the running :func:`_matrix_in_forks`, inherited by its
