@@ -327,6 +327,14 @@ def test_noise_cone_numba_equals_numpy(compat, d, monkeypatch):
         cand = noise_candidates(setup)
         assert 0 < want.size < cand.size
         assert not np.isin(want, mask).any() and np.isin(want, cand).all()
+        # an output sized too small for the cone: counted, then made again at its size
+        centre = (7.0, 8.0, 7.0)
+        full = kernels.noise_shell_cone(shape, shell, mask, centre, _unit(d), 0.5, 10**6)
+        for expected in (0, 10):
+            small = kernels.noise_shell_cone(shape, shell, mask, centre, _unit(d), 0.5, expected)
+            np.testing.assert_array_equal(small[0], full[0])
+            np.testing.assert_array_equal(small[1], full[1])
+        assert full[0].size > 10
 
 
 @pytest.mark.parametrize("compat", [False, True])

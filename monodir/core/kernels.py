@@ -549,6 +549,16 @@ if HAVE_NUMBA:  # pragma: no branch
         return kz, ky, kx
 
     @_jit()
+    def _isqrt(v):  # pragma: no cover
+        """Largest integer whose square is at most ``v >= 0``."""
+        r = np.int64(np.sqrt(np.float64(v)))
+        while r * r > v:
+            r -= 1
+        while (r + 1) * (r + 1) <= v:
+            r += 1
+        return r
+
+    @_jit()
     def _noise_shell_numba(
         nz, ny, nx, r2_lo, r2_hi, cut, mask_idx, c0, c1, c2, d0, d1, d2, cos_a, out, codes
     ):  # pragma: no cover
@@ -556,43 +566,57 @@ if HAVE_NUMBA:  # pragma: no branch
         lim_small = cos_a + 1e-9  # angle < 45 degrees: cosine above this
         lim_large = neg - 1e-9  # angle > 135 degrees: cosine below this
         hz, hy, hx = nz // 2, ny // 2, nx // 2
+        # r2 <= cut for an integer r2 is r2 <= floor(cut); with r2 < hi: r2 <= top
+        top = min(r2_hi - 1, np.int64(np.floor(cut))) if cut < 4e18 else r2_hi - 1
         m = 0
         n_mask = mask_idx.size
         k = 0
-        store = out.size > 0
+        capacity = out.size  # found beyond it: counted, not stored
         for z in range(nz):
             rz = (z - hz) * (z - hz)
             for y in range(ny):
                 ryz = rz + (y - hy) * (y - hy)
-                if ryz >= r2_hi:  # every voxel of the line lies beyond the cliff
+                if ryz > top:  # no voxel of the line lies in the shell
                     continue
+                # the line's voxels in the shell: lo - ryz < dx^2 <= top - ryz, i.e.
+                # inner < |dx| <= outer (two runs, or one when the line crosses the hole)
+                outer = _isqrt(top - ryz)
+                inner = _isqrt(r2_lo - ryz) if r2_lo - ryz >= 0 else -1
                 base = (z * ny + y) * nx
-                for x in range(nx):
-                    r2 = ryz + (x - hx) * (x - hx)
-                    if r2 <= r2_lo or r2 >= r2_hi or np.float64(r2) > cut:
-                        continue
-                    p = base + x
-                    while m < n_mask and mask_idx[m] < p:
-                        m += 1
-                    if m < n_mask and mask_idx[m] == p:  # a protein voxel
-                        continue
-                    # the cone test of the NumPy version, the same float64 operations
-                    px = x - c0
-                    py = y - c1
-                    pz = z - c2
-                    norm_p = np.sqrt(px * px + py * py + pz * pz)
-                    cos_p = (px * d0 + py * d1 + pz * d2) / norm_p if norm_p != 0 else np.nan
-                    code = 0
-                    if cos_p >= -1.0 and cos_p <= 1.0:
-                        if cos_p > lim_small or cos_p < lim_large:
-                            code = 1
-                    if abs(cos_p - cos_a) <= 1e-9 or abs(cos_p - neg) <= 1e-9:
-                        code = 2
-                    if code:
-                        if store:
-                            out[k] = p
-                            codes[k] = code
-                        k += 1
+                for run in range(2):
+                    if inner < 0:  # one run -outer..outer
+                        if run == 1:
+                            break
+                        a, b = hx - outer, hx + outer
+                    elif run == 0:
+                        a, b = hx - outer, hx - inner - 1
+                    else:
+                        a, b = hx + inner + 1, hx + outer
+                    a = max(a, 0)
+                    b = min(b, nx - 1)
+                    for x in range(a, b + 1):
+                        p = base + x
+                        while m < n_mask and mask_idx[m] < p:
+                            m += 1
+                        if m < n_mask and mask_idx[m] == p:  # a protein voxel
+                            continue
+                        # the cone test of the NumPy version, the same float64 operations
+                        px = x - c0
+                        py = y - c1
+                        pz = z - c2
+                        norm_p = np.sqrt(px * px + py * py + pz * pz)
+                        cos_p = (px * d0 + py * d1 + pz * d2) / norm_p if norm_p != 0 else np.nan
+                        code = 0
+                        if cos_p >= -1.0 and cos_p <= 1.0:
+                            if cos_p > lim_small or cos_p < lim_large:
+                                code = 1
+                        if abs(cos_p - cos_a) <= 1e-9 or abs(cos_p - neg) <= 1e-9:
+                            code = 2
+                        if code:
+                            if k < capacity:
+                                out[k] = p
+                                codes[k] = code
+                            k += 1
         return k
 
 
@@ -630,7 +654,13 @@ def nonzero_except_columns(
 
 
 def noise_shell_cone(
-    shape, shell: tuple[int, int, float], mask_idx: np.ndarray, centre, d, cos_a: float
+    shape,
+    shell: tuple[int, int, float],
+    mask_idx: np.ndarray,
+    centre,
+    d,
+    cos_a: float,
+    expected: int = 0,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The noise candidates of a shell (``lo < r2 < hi``, ``r2 <= cut``, not in the sorted
     ``mask_idx``; ``r2`` from the voxel ``n // 2``) inside the real-space double cone about
@@ -638,7 +668,8 @@ def noise_shell_cone(
     below 45 degrees or above 135 (``cos_a`` = cos 45), 2 within 1e-9 of either limit (left
     to the caller); the centre itself is out. Same float64 operations as
     :func:`monodir.core.directional.noise_indices`; made on the fly instead of from a stored
-    array of candidates (two passes: count, then fill). ``None`` without numba."""
+    array of candidates. ``expected`` sizes the output (one pass when it is large enough; a
+    second, exact one otherwise). ``None`` without numba."""
     if not HAVE_NUMBA:
         return None
     lo, hi, cut = shell
@@ -646,12 +677,14 @@ def noise_shell_cone(
     args += [float(centre[0]), float(centre[1]), float(centre[2])]
     args += [float(d[0]), float(d[1]), float(d[2]), float(cos_a)]
     index_type = np.int32 if int(np.prod(shape)) < 2**31 else np.int64
-    count = _noise_shell_numba(*args, np.empty(0, dtype=index_type), np.empty(0, dtype=np.uint8))
-    out = np.empty(count, dtype=index_type)
-    codes = np.empty(count, dtype=np.uint8)
-    if count:
-        _noise_shell_numba(*args, out, codes)
-    return out, codes
+    size = max(int(expected), 0)
+    while True:
+        out = np.empty(size, dtype=index_type)
+        codes = np.empty(size, dtype=np.uint8)
+        count = _noise_shell_numba(*args, out, codes)
+        if count <= size:
+            return out[:count], codes[:count]
+        size = count
 
 
 # ------------------------------------------------------------------ per-voxel summaries
