@@ -400,6 +400,29 @@ def test_resolution_matrix_a_failing_direction_raises_in_the_caller(small_map, m
     assert dmod._FORKED is None
 
 
+def test_resolution_matrix_a_killed_child_fails_instead_of_hanging(small_map, monkeypatch):
+    """A forked child that dies (the kernel's out-of-memory killer) ends the call with a
+    clear error instead of waiting forever for its direction."""
+    import os
+    import signal
+
+    from monodir.core import directional as dmod
+
+    vol, mask = small_map
+    setup = prepare_directional(vol, mask, 1.0, fast=True)
+    real = dmod.direction_resolution
+
+    def killed(setup, i, threads=1, **kw):
+        if i == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(setup, i, threads, **kw)
+
+    monkeypatch.setattr(dmod, "direction_resolution", killed)
+    with pytest.raises(RuntimeError, match="died"):
+        dmod.resolution_matrix(setup, n_jobs=2, parallel="processes")
+    assert dmod._FORKED is None
+
+
 @pytest.mark.parametrize("compat", [False, True])
 @pytest.mark.parametrize("tile", [None, 37])
 def test_directional_threads_share_the_summaries_with_the_same_result(

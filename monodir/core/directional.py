@@ -746,6 +746,8 @@ def _matrix_in_forks(setup: DirectionalSetup, todo: list[int], jobs: int, thread
     import mmap
     import multiprocessing
     import sys
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     from monodir.core.monogenic import release_workspace
 
@@ -758,13 +760,22 @@ def _matrix_in_forks(setup: DirectionalSetup, todo: list[int], jobs: int, thread
         if stream is not None:
             stream.flush()
     _FORKED = (setup, matrix, threads)
+    # a child starts without the workspace this thread may hold (it makes its own); with
+    # fork the executor starts every child before its own management thread
+    pool = ProcessPoolExecutor(
+        jobs, mp_context=multiprocessing.get_context("fork"), initializer=release_workspace
+    )
     try:
-        ctx = multiprocessing.get_context("fork")
-        # a child starts without the workspace this thread may hold (it makes its own)
-        with ctx.Pool(jobs, initializer=release_workspace) as pool:
-            for i in pool.imap_unordered(_forked_direction, todo, chunksize=1):
-                finished(i)
+        futures = [pool.submit(_forked_direction, i) for i in todo]
+        for fut in as_completed(futures):
+            finished(fut.result())
+    except BrokenProcessPool as exc:  # a child killed (out of memory?): fail, never hang
+        raise RuntimeError(
+            "a process computing directions died (out of memory?): give it more memory, "
+            "fewer n_jobs, or parallel='threads'"
+        ) from exc
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         _FORKED = None
     return matrix
 
