@@ -317,6 +317,7 @@ def test_noise_cone_numba_equals_numpy(compat, d, monkeypatch):
             mask_indices=mask,
             xmipp_compat=compat,
             directions=np.array([_unit(d)]),
+            info={},
         )
         got = noise_indices(setup, 0)
         monkeypatch.setattr(kernels, "HAVE_NUMBA", False)

@@ -513,16 +513,25 @@ def test_cone_tasks_tune_the_worker_allocator():
     assert graph.tune_worker_malloc() is True  # idempotent
 
 
-def test_tuned_worker_keeps_temporaries_mapped():
-    """Under the nanny's ``MALLOC_TRIM_THRESHOLD_``, a tuned worker reuses the memory of a
-    freed 3 MiB temporary: allocating it again faults no new pages (untuned, every round
-    would map or trim it and fault its 768 pages in again)."""
+def _glibc_worker_run(code: str, *args: str) -> list[str]:
+    """Run ``code`` in a fresh process under the malloc setting a Dask nanny gives its
+    workers; the words it prints (skips the test off glibc)."""
     import platform
     import subprocess
     import sys
 
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("glibc only")
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+
+
+def test_tuned_worker_keeps_temporaries_mapped():
+    """Under the nanny's ``MALLOC_TRIM_THRESHOLD_``, a tuned worker reuses the memory of a
+    freed 3 MiB temporary: allocating it again faults no new pages (untuned, every round
+    would map or trim it and fault its 768 pages in again)."""
     code = (
         "import resource, sys, numpy as np\n"
         "from monodir.pipeline.graph import tune_worker_malloc\n"
@@ -536,19 +545,7 @@ def test_tuned_worker_keeps_temporaries_mapped():
         "rounds()\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)\n"
     )
-    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
-    faults = {
-        mode: int(
-            subprocess.run(
-                [sys.executable, "-c", code, mode],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.split()[-1]
-        )
-        for mode in ("tune", "plain")
-    }
+    faults = {mode: int(_glibc_worker_run(code, mode)[-1]) for mode in ("tune", "plain")}
     assert faults["tune"] < 100, faults
     assert faults["plain"] > 40 * 700, faults  # the behaviour the tuning removes
 
@@ -557,12 +554,6 @@ def test_tasks_hand_free_heap_pages_back():
     """Free memory scattered inside a tuned worker's heap (freed 2 MiB temporaries between
     live small blocks, where the top-of-heap trim threshold does not reach) goes back to
     the system at the next task's start; a heap with little free memory is left alone."""
-    import platform
-    import subprocess
-    import sys
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        pytest.skip("glibc only")
     code = (
         "import numpy as np\n"
         "from monodir.pipeline.graph import trim_worker_heap, tune_worker_malloc\n"
@@ -579,10 +570,7 @@ def test_tasks_hand_free_heap_pages_back():
         "before = rss(); del big\n"
         "print(rss() - before, trim_worker_heap(), rss() - before)\n"
     )
-    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    ).stdout.split()
+    out = _glibc_worker_run(code)
     assert out[0] == "False"
     freed_kept, trimmed, after = int(out[1]), out[2], int(out[3])
     assert freed_kept > -20, out  # the freed blocks stayed resident (120 MiB freed)

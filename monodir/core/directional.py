@@ -512,7 +512,7 @@ def noise_indices(setup: DirectionalSetup, i: int, planes: int = 8) -> np.ndarra
     cos_a = math.cos(math.radians(NOISE_CONE_ANGLE))
     # the double cone holds 29 % of the directions (1 - cos 45): room for 40 % of the
     # candidates makes one pass enough for most maps
-    expected = int(0.4 * (getattr(setup, "info", None) or {}).get("n_noise", 0)) + 1024
+    expected = int(0.4 * setup.info.get("n_noise", 0)) + 1024
     found = kernels.noise_shell_cone(
         shape, setup.noise_shell, setup.mask_indices, c, d, cos_a, expected
     )
@@ -706,12 +706,11 @@ def _check_parallel(parallel: str) -> None:
 
 
 def _use_processes(parallel: str) -> bool:
-    """Whether :func:`resolution_matrix` forks (see its ``parallel``)."""
+    """Whether :func:`resolution_matrix` forks (see its ``parallel``, already checked)."""
     import multiprocessing
     import sys
     import threading
 
-    _check_parallel(parallel)
     if parallel == "threads":
         return False
     can_fork = "fork" in multiprocessing.get_all_start_methods()
