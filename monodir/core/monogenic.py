@@ -323,7 +323,9 @@ class AmplitudeWorkspace:
             )
             self._shared = fourier.aligned_empty((size,), np.uint8)
         self._partials: dict[int, np.ndarray] = {}
-        self._slab: np.ndarray | None = None
+        self._slab: np.ndarray | None = None  # the last pass's output (pair of slabs)
+        self._slab_in: np.ndarray | None = None  # ... and its input
+        self._slab_rows: np.ndarray | None = None  # rows of _slab_in that may be non-zero
         self._ranges: tuple | None = None
         self._slab_plans: dict[tuple[int, int], fourier.AxisInverse] = {}
         self.partial_inverse = fourier.PartialInverse(self.shape, self.cdtype, threads)
@@ -464,8 +466,9 @@ class AmplitudeWorkspace:
 
     #: z-planes of :class:`HalfBasis` filled at a time (bounds the temporaries).
     DENSE_PLANES = 8
-    #: Bytes of one signal's slab in the last pass (the pair's slab is twice that).
-    SLAB_BYTES = 1 << 19
+    #: Bytes of one signal's slab in the last pass (the pair's input and output slabs
+    #: together are four times that: 1 MiB, the L2 cache of a core here).
+    SLAB_BYTES = 1 << 18
 
     def _load_planes(self, basis: HalfBasis, f: float, f_h: float, band: bool, first: bool):
         """Fill the inverse transform's input with the first (``w + i R_x``) or second
@@ -534,7 +537,7 @@ class AmplitudeWorkspace:
         return out if scratch else out.copy()
 
     def _slab_ranges(self, taper: np.ndarray | None) -> list[tuple[int, int, int, int]]:
-        """``(z0, z1, x0, x1)`` of the last-pass slabs: z-planes of about 512 KiB, and the
+        """``(z0, z1, x0, x1)`` of the last-pass slabs: z-planes of about 256 KiB, and the
         columns ``x0 <= x < x1`` where ``taper`` is not zero on some line along y (the rest
         of the slab is 0 after the taper and is not transformed)."""
         if self._ranges is not None and self._ranges[0] is taper:
@@ -561,16 +564,28 @@ class AmplitudeWorkspace:
         return ranges
 
     def last_pass_amplitude(
-        self, t: np.ndarray, axis: int, taper: np.ndarray | None, *, fused: bool = False
+        self,
+        t: np.ndarray,
+        axis: int,
+        taper: np.ndarray | None,
+        *,
+        fused: bool = False,
+        rows: np.ndarray | None = None,
     ):
         """``acc = taper * sqrt(|F t[0]|^2 + |F t[1]|^2)``, ``F`` the inverse FFT along y.
 
         ``t`` is a pair of partial transforms from :meth:`partials`. Done in slabs of z-planes
-        of about 512 KiB: a slab of the pair is copied into a small padded buffer and
-        transformed there in place, where the fused squares, root and taper
-        (:func:`monodir.core.kernels.tapered_amplitude`) read it from cache. Columns where
-        the taper vanishes on every line are not transformed. (An out-of-place transform
-        straight from ``t`` was measured 20 % slower per step.)
+        of about 256 KiB: a slab of the pair is copied into a small padded input buffer and
+        transformed out of place into an output buffer of the same layout, where the fused
+        squares, root and taper (:func:`monodir.core.kernels.tapered_amplitude`) read it from
+        cache. Columns where the taper vanishes on every line are not transformed. (The
+        out-of-place plan between the two buffers is ~20 % faster than the in-place one; a
+        plan reading ``t`` directly is slower.)
+
+        ``rows``: boolean ``(ny,)``, the rows along y of ``t`` that may be non-zero (the
+        others are exactly 0, e.g. the frequencies a cone never reaches); only those are
+        copied. The input buffer keeps its zero rows from one call to the next, so the
+        transform reads the same values as with a full copy.
 
         ``fused=True``: the amplitude never makes a volume. It goes into a buffer of a few
         planes, and each group of planes is transformed along x straight into the low-pass's
@@ -587,6 +602,10 @@ class AmplitudeWorkspace:
             nb = max(z1 - z0 for z0, z1, _, _ in ranges)
             # both signals in one padded buffer: one plan transforms the pair
             self._slab = fourier.aligned_empty((2, nb, ny + 1, nx + 8), self.cdtype)
+            self._slab_in = fourier.aligned_empty(self._slab.shape, self.cdtype)
+            self._slab_in.fill(0)
+            self._slab_rows = np.zeros(ny, dtype=bool)
+        runs = self._copied_rows(rows)
         nz = self.shape[0]
         if fused:
             nb = ranges[0][1] - ranges[0][0]  # every slab but the last has nb planes
@@ -598,13 +617,14 @@ class AmplitudeWorkspace:
         for z0, z1, x0, x1 in ranges:
             nb, width = z1 - z0, x1 - x0
             if width:
-                view = self._slab[:, :nb, :ny, :width]
+                src = self._slab_in[:, :nb, :ny, :width]
                 plan = self._slab_plans.get((nb, width))
                 if plan is None:
                     plan = self._slab_plans[(nb, width)] = fourier.AxisInverse(
-                        view, view, 2, self.threads
+                        src, self._slab[:, :nb, :ny, :width], 2, self.threads
                     )
-                np.copyto(view, t[:, z0:z1, :, x0:x1])
+                for r0, r1 in runs:
+                    np.copyto(src[:, :, r0:r1], t[:, z0:z1, r0:r1, x0:x1])
                 plan.run()
             if not fused:
                 kernels.tapered_amplitude(self._slab, nb, width, taper, out, z0, x0)
@@ -613,6 +633,18 @@ class AmplitudeWorkspace:
             if z1 - g0 == out.shape[0] or z1 == nz:
                 self._lp.forward_group(g0, z1 - g0)
                 g0 = z1
+
+    def _copied_rows(self, rows: np.ndarray | None) -> list[tuple[int, int]]:
+        """Runs ``(r0, r1)`` of the rows the last pass copies; rows of the input slab that a
+        previous call filled and this one does not copy are zeroed first."""
+        ny = self.shape[1]
+        rows = np.ones(ny, dtype=bool) if rows is None else np.asarray(rows, dtype=bool)
+        stale = np.flatnonzero(self._slab_rows & ~rows)
+        if stale.size:
+            self._slab_in[:, :, stale] = 0
+        self._slab_rows = rows.copy()
+        edges = np.flatnonzero(np.diff(rows, prepend=False, append=False))
+        return list(zip(edges[0::2].tolist(), edges[1::2].tolist()))
 
 
 _local = threading.local()
@@ -685,6 +717,8 @@ class ShellSweep:
         del order
         # not zeroed here: the first step writes every plane (ShellSweep.amplitude)
         self.t = ws.partials(slot, zero=False)
+        #: the planes of ``t`` (along its last-pass axis) that may be non-zero
+        self.rows = np.zeros(ws.shape[self.axes[2]], dtype=bool)
         self.weights: np.ndarray | None = None
 
     def amplitude(
@@ -730,7 +764,13 @@ class ShellSweep:
         elif first:
             self.t.fill(0)
         # sampled: the amplitude goes group by group into the low-pass (no volume of it)
-        ws.last_pass_amplitude(self.t, self.axes[2], taper, fused=samples is not None)
+        if first:
+            self.rows[:] = False
+        if sel.size:  # the planes of t written (the others stay 0)
+            self.rows[self.key[sel] // ws.shape[self.axes[1]]] = True
+        ws.last_pass_amplitude(
+            self.t, self.axes[2], taper, fused=samples is not None, rows=self.rows
+        )
         if samples is not None:
             return ws._low_pass(f, f_l, nan_at_zero_width, samples, forward_done=True)
         out = ws._low_pass(f, f_l, nan_at_zero_width)
