@@ -261,7 +261,10 @@ def test_radial_taper_row_runs_match_the_volume(shape):
 @needs_numba
 @pytest.mark.parametrize("order", [(1, 0, 2), (1, 2, 0)])
 @pytest.mark.parametrize("assign", [False, True])
-def test_store_planes_numba_equals_numpy(order, assign, monkeypatch):
+@pytest.mark.parametrize("support", [False, True])
+def test_store_planes_numba_equals_numpy(order, assign, support, monkeypatch):
+    """Planes along y of a C-ordered (z, y, x) grid, walked by rows or by columns; with
+    ``lo``/``hi`` only ``lo[z] <= x < hi[z]`` is written and the rest keeps its values."""
     rng = np.random.default_rng(4)
     shape = (6, 7, 9)
     base = fourier.padded_empty(shape, np.complex64)
@@ -269,15 +272,26 @@ def test_store_planes_numba_equals_numpy(order, assign, monkeypatch):
     planes = np.array([0, 2, 5])
     plane_shape = np.moveaxis(base, order, (0, 1, 2)).shape[1:]
     slab = (rng.standard_normal((3, *plane_shape)) * (1 + 2j)).astype(np.complex64)
-    want = np.moveaxis(base.copy(), order, (0, 1, 2))
-    want[planes] = slab if assign else want[planes] + slab
+    lo = hi = None
+    keep = np.ones(shape[::2], dtype=bool)  # (z, x)
+    if support:
+        lo, hi = np.array([0, 2, 3, 9, 1, 4]), np.array([9, 5, 3, 9, 8, 11])  # clipped to 9
+        x = np.arange(shape[2])
+        keep = (x >= lo[:, None]) & (x < np.minimum(hi, 9)[:, None])
+    want = base.copy()
+    for j, p in enumerate(planes):
+        new = np.moveaxis(slab[j], (0, 1), (0, 1) if order == (1, 0, 2) else (1, 0))
+        plane = new if assign else want[:, p] + new
+        want[:, p] = np.where(keep, plane, want[:, p])
     for compiled in (True, False):
         monkeypatch.setattr(kernels, "HAVE_NUMBA", compiled)
         t = fourier.padded_empty(shape, np.complex64)
         t[...] = base
         view = np.moveaxis(t, order, (0, 1, 2))  # planes along y; rows or columns in memory
-        kernels.store_planes(view, planes, slab, assign=assign)
-        np.testing.assert_array_equal(view, want)
+        kernels.store_planes(view, planes, slab, assign=assign, lo=lo, hi=hi)
+        np.testing.assert_array_equal(t, want)
+    with pytest.raises(ValueError, match="one per line"):
+        kernels.store_planes(view, planes, slab, assign=assign, lo=[0], hi=[1])
 
 
 @needs_numba

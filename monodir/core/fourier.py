@@ -613,6 +613,7 @@ class PartialInverse:
         *,
         assign: bool = False,
         key: np.ndarray | None = None,
+        support: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         """Add (``assign=True``: write, and zero the planes not written) the partial
         transform of the coefficients ``values`` at ``k`` to the targets.
@@ -621,6 +622,11 @@ class PartialInverse:
         coefficients already in increasing order of it (:class:`ShellSweep` sorts its basis
         once), which saves sorting them at every call; the result is the same. Only
         ``k[a1]`` is then read.
+
+        ``support``, ``(lo, hi)`` over the planes' axis of larger stride in the targets: only
+        ``[lo[i], hi[i])`` along the contiguous axis is written on its line ``i``, for a
+        reader of the targets that never looks elsewhere (the last pass of
+        :class:`monodir.core.monogenic.ShellSweep` reads only the taper's columns).
         """
         from scipy import fft as sfft
 
@@ -654,6 +660,7 @@ class PartialInverse:
             line_plane_index = np.repeat(np.arange(planes.size), np.diff(line_bounds))
             bounds = [*first[plane_starts].tolist(), key.size]  # coefficients of each plane
         views = [np.moveaxis(t, (a3, a2, a1), (0, 1, 2)) for t in targets]
+        keep_lo, keep_hi = (None, None) if support is None else support
         chunk = self.plane_chunk
         for c0 in range(0, planes.size, chunk):
             c1 = min(c0 + chunk, planes.size)
@@ -676,7 +683,9 @@ class PartialInverse:
             slab[:, line_plane_index[l0:l1] - c0, line_row[l0:l1], :] = lines
             self._ifft_planes(slab)
             for b in range(nb):
-                kernels.store_planes(views[b], planes[c0:c1], slab[b], assign=assign)
+                kernels.store_planes(
+                    views[b], planes[c0:c1], slab[b], assign=assign, lo=keep_lo, hi=keep_hi
+                )
         if assign:
             untouched = np.ones(self.shape[a3], dtype=bool)
             untouched[planes] = False

@@ -422,26 +422,49 @@ def update_states(
     return int(np.count_nonzero(st > 0))
 
 
-def store_planes(target: np.ndarray, planes: np.ndarray, slab: np.ndarray, *, assign: bool) -> None:
+def store_planes(
+    target: np.ndarray,
+    planes: np.ndarray,
+    slab: np.ndarray,
+    *,
+    assign: bool,
+    lo: np.ndarray | None = None,
+    hi: np.ndarray | None = None,
+) -> None:
     """``target[planes[j]] (+)= slab[j]`` for every ``j`` (``assign``: write instead of add).
 
     ``target`` is a (strided) 3D view whose first axis is the plane; each 2D plane is walked
-    in the order of its memory layout.
+    in the order of its memory layout. ``lo``, ``hi`` (optional, one entry per line of a
+    plane along its axis of larger stride): only ``[lo[i], hi[i])`` of line ``i`` along the
+    other, contiguous axis is written (what a reader never reads is left as it was).
     """
+    planes = np.asarray(planes, dtype=np.int64)
+    rows = abs(target.strides[2]) <= abs(target.strides[1])
+    n_lines, n_along = (target.shape[1], target.shape[2]) if rows else target.shape[2:0:-1]
+    if lo is None:
+        lo = np.zeros(n_lines, dtype=np.int64)
+        hi = np.full(n_lines, n_along, dtype=np.int64)
+    lo = np.clip(np.asarray(lo, dtype=np.int64), 0, n_along)
+    hi = np.clip(np.asarray(hi, dtype=np.int64), lo, n_along)
+    if lo.shape != (n_lines,) or hi.shape != (n_lines,):
+        raise ValueError(f"lo and hi need {n_lines} entries, one per line")
     if HAVE_NUMBA:
-        _store_planes_numba(target, np.asarray(planes, dtype=np.int64), slab, bool(assign))
+        _store_planes_numba(target, planes, slab, bool(assign), lo, hi)
         return
-    for j, p in enumerate(np.asarray(planes).tolist()):
+    along = np.arange(n_along)
+    keep = (along >= lo[:, None]) & (along < hi[:, None])
+    keep = keep if rows else keep.T
+    for j, p in enumerate(planes.tolist()):
         if assign:
-            np.copyto(target[p], slab[j])
+            np.copyto(target[p], slab[j], where=keep)
         else:
-            np.add(target[p], slab[j], out=target[p])
+            np.add(target[p], slab[j], out=target[p], where=keep)
 
 
 if HAVE_NUMBA:  # pragma: no branch
 
     @_jit()
-    def _store_planes_numba(target, planes, slab, assign):  # pragma: no cover
+    def _store_planes_numba(target, planes, slab, assign, lo, hi):  # pragma: no cover
         n2, n1 = target.shape[1], target.shape[2]
         rows = abs(target.strides[2]) <= abs(target.strides[1])
         for j in range(planes.size):
@@ -452,14 +475,14 @@ if HAVE_NUMBA:  # pragma: no branch
                     d = dst[u]
                     s = src[u]
                     if assign:
-                        for v in range(n1):
+                        for v in range(lo[u], hi[u]):
                             d[v] = s[v]
                     else:
-                        for v in range(n1):
+                        for v in range(lo[u], hi[u]):
                             d[v] += s[v]
             else:
                 for v in range(n1):
-                    for u in range(n2):
+                    for u in range(lo[v], hi[v]):
                         if assign:
                             dst[u, v] = src[u, v]
                         else:

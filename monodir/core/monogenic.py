@@ -326,7 +326,9 @@ class AmplitudeWorkspace:
         self._slab: np.ndarray | None = None  # the last pass's output (pair of slabs)
         self._slab_in: np.ndarray | None = None  # ... and its input
         self._slab_rows: np.ndarray | None = None  # rows of _slab_in that may be non-zero
+        self._row_runs: list[tuple[int, int]] | None = None  # ... as runs
         self._ranges: tuple | None = None
+        self._support: tuple | None = None
         self._slab_plans: dict[tuple[int, int], fourier.AxisInverse] = {}
         self.partial_inverse = fourier.PartialInverse(self.shape, self.cdtype, threads)
         self._lp = fourier.PrunedLowPass(self.shape, self.dtype, threads, h_buffer=self._shared)
@@ -563,6 +565,18 @@ class AmplitudeWorkspace:
         self._ranges = (taper, ranges)
         return ranges
 
+    def column_support(self, taper: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """``(lo, hi)`` per z-plane: the columns ``lo <= x < hi`` the last pass reads on that
+        plane (those of its slab, :meth:`_slab_ranges`)."""
+        ranges = self._slab_ranges(taper)
+        if self._support is None or self._support[0] is not ranges:
+            lo = np.zeros(self.shape[0], dtype=np.int64)
+            hi = np.zeros(self.shape[0], dtype=np.int64)
+            for z0, z1, x0, x1 in ranges:
+                lo[z0:z1], hi[z0:z1] = x0, x1
+            self._support = (ranges, (lo, hi))
+        return self._support[1]
+
     def last_pass_amplitude(
         self,
         t: np.ndarray,
@@ -639,12 +653,15 @@ class AmplitudeWorkspace:
         previous call filled and this one does not copy are zeroed first."""
         ny = self.shape[1]
         rows = np.ones(ny, dtype=bool) if rows is None else np.asarray(rows, dtype=bool)
+        if self._row_runs is not None and np.array_equal(rows, self._slab_rows):
+            return self._row_runs  # the same rows as the last call (most steps of a sweep)
         stale = np.flatnonzero(self._slab_rows & ~rows)
         if stale.size:
             self._slab_in[:, :, stale] = 0
         self._slab_rows = rows.copy()
         edges = np.flatnonzero(np.diff(rows, prepend=False, append=False))
-        return list(zip(edges[0::2].tolist(), edges[1::2].tolist()))
+        self._row_runs = list(zip(edges[0::2].tolist(), edges[1::2].tolist()))
+        return self._row_runs
 
 
 _local = threading.local()
@@ -760,6 +777,7 @@ class ShellSweep:
                 self.axes,
                 assign=first,  # the accumulators start from nothing: write, not add
                 key=self.key[sel],
+                support=ws.column_support(taper),  # the last pass reads nothing else
             )
         elif first:
             self.t.fill(0)
