@@ -30,7 +30,8 @@ Tables printed:
 2. Growth with the box size: time per step over ``n^3 log2 n`` relative to the smallest size.
 3. Xmipp reference cases (``../shared/data/xmipp_reference``): MonoRes and whole directional
    analysis (``--jobs`` processes, 1 FFT thread each, i.e. the same two cores; the median of
-   ``--repeat`` runs, default 3, with the fastest and slowest), and a whole ``monodir run``
+   ``--repeat`` runs, default 3, timed in rounds over all the cases, with the fastest and
+   slowest), and a whole ``monodir run``
    on the local Dask cluster, against the wall times Xmipp's own binaries took on this
    machine kind.
 """
@@ -317,7 +318,7 @@ def whole_run(case: str, fast: bool, compat: bool, workers: int) -> float:
 def reference_rows(jobs: int, runs: bool, repeat: int = 3) -> list[dict]:
     import mrcfile
 
-    rows = []
+    cases = []
     for (case, fast), xm in XMIPP_WALL.items():
         base = REF / case
         if not base.exists():
@@ -329,44 +330,50 @@ def reference_rows(jobs: int, runs: bool, repeat: int = 3) -> list[dict]:
             t0 = time.perf_counter()
             mr = monores(vol, mask, s, xmipp_compat=compat, threads=jobs)
             t_mr = time.perf_counter() - t0
-            # the machine's noise (5-10 % between runs) is as large as some margins: the
-            # analysis is timed `repeat` times and its median is compared with Xmipp
-            # forked processes unless this process runs another thread (then threads)
-            parallel = "processes" if _use_processes("auto") else "threads"
-            times = []
-            for _ in range(max(1, repeat)):
-                t0 = time.perf_counter()
-                directional(
-                    vol,
-                    mask,
-                    s,
-                    fast=fast,
-                    xmipp_compat=compat,
-                    monores_map=mr.resolution,
-                    threads=1,
-                    n_jobs=jobs,
-                )
-                times.append(time.perf_counter() - t0)
-            t_dir = float(np.median(times))
-            t_run = whole_run(case, fast, compat, jobs) if runs else float("nan")
-            xm_total = xm + XMIPP_MONORES_WALL[case]
-            row = {
-                "case": case,
-                "directions": 46 if fast else 81,
-                "mode": "compat" if compat else "default",
-                "parallel": parallel,
-                "monores_s": t_mr,
-                "directional_s": t_dir,
-                "directional_min_s": min(times),
-                "directional_max_s": max(times),
-                "xmipp_monodir_s": xm,
-                "xmipp/monodir directional": xm / t_dir,
-                "xmipp/monodir both": xm_total / (t_mr + t_dir),
-                "monodir_run_s": t_run,
-                "xmipp/monodir run": xm_total / t_run,
-            }
-            rows.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
+            cases.append((case, fast, compat, xm, vol, mask, s, mr.resolution, t_mr))
+    # forked processes unless this process runs another thread (then threads)
+    parallel = "processes" if _use_processes("auto") else "threads"
+    # the machine's noise (5-10 % between runs, in slow and fast spells of minutes) is as
+    # large as some margins: every analysis is timed `repeat` times, in rounds over all the
+    # cases (a slow spell then falls on one run of several cases, not on every run of one),
+    # and the median is compared with Xmipp
+    times: list[list[float]] = [[] for _ in cases]
+    for _ in range(max(1, repeat)):
+        for k, (_, fast, compat, _, vol, mask, s, mr_res, _) in enumerate(cases):
+            t0 = time.perf_counter()
+            directional(
+                vol,
+                mask,
+                s,
+                fast=fast,
+                xmipp_compat=compat,
+                monores_map=mr_res,
+                threads=1,
+                n_jobs=jobs,
+            )
+            times[k].append(time.perf_counter() - t0)
+    rows = []
+    for (case, fast, compat, xm, *_, t_mr), ts in zip(cases, times, strict=True):
+        t_dir = float(np.median(ts))
+        t_run = whole_run(case, fast, compat, jobs) if runs else float("nan")
+        xm_total = xm + XMIPP_MONORES_WALL[case]
+        row = {
+            "case": case,
+            "directions": 46 if fast else 81,
+            "mode": "compat" if compat else "default",
+            "parallel": parallel,
+            "monores_s": t_mr,
+            "directional_s": t_dir,
+            "directional_min_s": min(ts),
+            "directional_max_s": max(ts),
+            "xmipp_monodir_s": xm,
+            "xmipp/monodir directional": xm / t_dir,
+            "xmipp/monodir both": xm_total / (t_mr + t_dir),
+            "monodir_run_s": t_run,
+            "xmipp/monodir run": xm_total / t_run,
+        }
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
     return rows
 
 
@@ -495,10 +502,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick and not args.no_reference and REF.exists():
         ref = reference_rows(args.jobs, runs=not args.no_runs, repeat=args.repeat)
         print(
-            f"\n## Against Xmipp's wall time on the same inputs ({args.jobs} threads "
-            f"x 1 FFT thread; analysis: median of {max(1, args.repeat)} runs, with the "
-            "fastest and slowest; `monodir run`: one run on a local Dask cluster, same "
-            "workers)\n"
+            f"\n## Against Xmipp's wall time on the same inputs ({args.jobs} processes "
+            f"x 1 FFT thread; analysis: median of {max(1, args.repeat)} runs timed in rounds "
+            "over the cases, with the fastest and slowest; `monodir run`: one run on a local "
+            "Dask cluster, same workers)\n"
         )
         print(table(ref))
     print("\n## Targets (issue 5), from the figures above\n")
