@@ -732,7 +732,7 @@ class ShellSweep:
         self.c1, self.c2 = self.c1[order], self.c2[order]
         self.radius = self.radius[order]
         del order
-        # not zeroed here: the first step writes every plane (ShellSweep.amplitude)
+        # not zeroed here: the last pass reads only the planes a step has written (rows)
         self.t = ws.partials(slot, zero=False)
         #: the planes of ``t`` (along its last-pass axis) that may be non-zero
         self.rows = np.zeros(ws.shape[self.axes[2]], dtype=bool)
@@ -779,13 +779,13 @@ class ShellSweep:
                 key=self.key[sel],
                 support=ws.column_support(taper),  # the last pass reads nothing else
             )
-        elif first:
-            self.t.fill(0)
-        # sampled: the amplitude goes group by group into the low-pass (no volume of it)
+        # the planes of t written so far; the last pass reads no other (so t needs no
+        # zeroing when a first step has nothing to write)
         if first:
             self.rows[:] = False
-        if sel.size:  # the planes of t written (the others stay 0)
+        if sel.size:
             self.rows[self.key[sel] // ws.shape[self.axes[1]]] = True
+        # sampled: the amplitude goes group by group into the low-pass (no volume of it)
         ws.last_pass_amplitude(
             self.t, self.axes[2], taper, fused=samples is not None, rows=self.rows
         )
