@@ -367,7 +367,9 @@ class PrunedLowPass:
 
     def forward_group(self, z0: int, planes: int) -> None:
         """The first pass of :meth:`run` (forward, along x) for the planes ``z0:z0+planes``,
-        from the first ``planes`` planes of :meth:`group_buffer` into :attr:`h`.
+        from the first ``planes`` planes of :meth:`group_buffer` into :attr:`h`. Those planes
+        of the group buffer are spent (FFTW may overwrite them): fill them again before the
+        next call.
 
         Each plane's lines are a batch of independent 1D transforms: FFTW gives the whole
         volume's bits for groups of an even number of planes when ``nz`` is even, and for any
@@ -383,8 +385,10 @@ class PrunedLowPass:
             return
         plan = self._group_plans.get((z0, planes))
         if plan is None:
+            # the group buffer is written whole before every call: FFTW may overwrite it
+            # (measured ~1 % less time per direction on betagal, the same bits)
             plan = self._group_plans[(z0, planes)] = _fftw(
-                src, out, (2,), forward=True, threads=self.threads
+                src, out, (2,), forward=True, threads=self.threads, destroy=True
             )
         _execute(plan)
 
