@@ -207,15 +207,19 @@ def test_shell_sweep_equals_dense_amplitude_over_the_whole_sweep(small_map, comp
 @pytest.mark.parametrize("compat", [False, True])
 @pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("slab_planes", [None, 1, 3])
+@pytest.mark.parametrize("fftw", [True, False])
 def test_sampled_amplitude_is_the_volume_at_those_voxels(
-    shape, compat, compiled, slab_planes, monkeypatch
+    shape, compat, compiled, slab_planes, fftw, monkeypatch
 ):
     """Only the lines holding the voxels go through the low-pass's last pass, block by block,
-    and the amplitude goes into the low-pass group of planes by group without making a
-    volume (slabs of one and three planes: groups of two and six on an even grid); the
-    values are the whole volume's at those voxels, bit for bit, in the order asked."""
+    and the amplitude goes into the low-pass group of planes by group (transformed along x
+    and y there) without making a volume (slabs of one and three planes: groups of two and
+    six on an even grid); the values are the whole volume's at those voxels, bit for bit, in
+    the order asked (with pyFFTW and with SciPy's transforms)."""
     if not compiled:
         monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
+    if not fftw:
+        monkeypatch.setattr(fourier, "HAVE_PYFFTW", False)
     if slab_planes is not None:
         itemsize = 16 if compat else 8
         monkeypatch.setattr(
@@ -245,6 +249,9 @@ def test_sampled_amplitude_is_the_volume_at_those_voxels(
                 for g, idx in zip(got, sets, strict=True):
                     assert g.dtype == setup.dtype
                     np.testing.assert_array_equal(g, want[idx])
+    # the forward pass along y ran group by group, never on the whole half spectrum
+    assert not [key for key in ws_part._lp._plans if key[0] == "y" and key[-1]]
+    assert [key for key in ws_full._lp._plans if key[0] == "y" and key[-1]]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

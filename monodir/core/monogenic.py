@@ -352,11 +352,13 @@ class AmplitudeWorkspace:
         samples: LineSamples | None = None,
         *,
         forward_done: bool = False,
+        y_done: bool = False,
     ) -> np.ndarray | list[np.ndarray]:
         """Low-pass ``acc`` in place (:func:`low_pass`, pruned beyond ``f_l``); with
         ``samples``, return the result at those voxels instead (``acc`` is then spent).
         ``forward_done``: the amplitude went straight into the half spectrum
-        (:meth:`last_pass_amplitude` with ``fused=True``); ``acc`` is not used."""
+        (:meth:`last_pass_amplitude` with ``fused=True``); ``acc`` is not used. ``y_done``:
+        its pass along y too (``k_max=`` :meth:`low_pass_k_max` given to that call)."""
         scale = self._lp.scale
 
         fz, fy, fx = (a.reshape(-1) for a in self._freq)
@@ -375,11 +377,17 @@ class AmplitudeWorkspace:
         def apply(block: np.ndarray, zs: slice, ys: slice, xs: slice) -> bool:
             return self._radial.apply(block, fz[zs], fy[ys], fx[xs], f, f_l, scale, ramp)
 
-        k_max = int(np.floor(f_l * max(self.shape))) + 1
+        k_max = self.low_pass_k_max(f_l)
+        done = {"forward_done": forward_done, "y_done": y_done}
         if samples is None:
-            return self._lp.run(k_max, factor, apply=apply, forward_done=forward_done)
-        h = self._lp.run(k_max, factor, apply=apply, last_pass=False, forward_done=forward_done)
+            return self._lp.run(k_max, factor, apply=apply, **done)
+        h = self._lp.run(k_max, factor, apply=apply, last_pass=False, **done)
         return self._sample_lines(h, self._lp.kx_stop(k_max), samples)
+
+    def low_pass_k_max(self, f_l: float) -> int:
+        """Largest Fourier index at which the amplitude low-pass ending at ``f_l`` can be
+        non-zero (on every axis)."""
+        return int(np.floor(f_l * max(self.shape))) + 1
 
     def _sample_lines(self, h: np.ndarray, stop: int, samples: LineSamples) -> list[np.ndarray]:
         """Inverse real pass along x of the lines of ``samples`` only (columns ``>= stop`` of
@@ -585,6 +593,7 @@ class AmplitudeWorkspace:
         *,
         fused: bool = False,
         rows: np.ndarray | None = None,
+        k_max: int | None = None,
     ):
         """``acc = taper * sqrt(|F t[0]|^2 + |F t[1]|^2)``, ``F`` the inverse FFT along y.
 
@@ -606,7 +615,10 @@ class AmplitudeWorkspace:
         half spectrum (the first pass of :meth:`_low_pass`, which is then called with
         ``forward_done=True``): the same bits, one volume less per worker. The groups hold an
         even number of planes on an even grid (see
-        :meth:`monodir.core.fourier.PrunedLowPass.forward_group`).
+        :meth:`monodir.core.fourier.PrunedLowPass.forward_group`). With ``k_max`` (the
+        low-pass's, :meth:`low_pass_k_max`) each group is also transformed along y while its
+        planes are in cache (``_low_pass(..., y_done=True)`` then): the same bits, ~2 % less
+        time per direction with two processes on two cores (betagal).
         """
         if axis != 1:
             raise ValueError("the last pass runs along y")
@@ -645,7 +657,7 @@ class AmplitudeWorkspace:
                 continue
             kernels.tapered_amplitude(self._slab, nb, width, taper, out, z0, x0, out_z0=z0 - g0)
             if z1 - g0 == out.shape[0] or z1 == nz:
-                self._lp.forward_group(g0, z1 - g0)
+                self._lp.forward_group(g0, z1 - g0, k_max)
                 g0 = z1
 
     def _copied_rows(self, rows: np.ndarray | None) -> list[tuple[int, int]]:
@@ -785,11 +797,14 @@ class ShellSweep:
             self.rows[:] = False
         if sel.size:
             self.rows[self.key[sel] // ws.shape[self.axes[1]]] = True
-        # sampled: the amplitude goes group by group into the low-pass (no volume of it)
+        # sampled: the amplitude goes group by group into the low-pass (no volume of it),
+        # along x and y while each group is in cache
+        fused = samples is not None
+        k_max = ws.low_pass_k_max(f_l) if fused else None
         ws.last_pass_amplitude(
-            self.t, self.axes[2], taper, fused=samples is not None, rows=self.rows
+            self.t, self.axes[2], taper, fused=fused, rows=self.rows, k_max=k_max
         )
-        if samples is not None:
-            return ws._low_pass(f, f_l, nan_at_zero_width, samples, forward_done=True)
+        if fused:
+            return ws._low_pass(f, f_l, nan_at_zero_width, samples, forward_done=True, y_done=True)
         out = ws._low_pass(f, f_l, nan_at_zero_width)
         return out if scratch else out.copy()
