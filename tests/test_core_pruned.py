@@ -208,8 +208,9 @@ def test_shell_sweep_equals_dense_amplitude_over_the_whole_sweep(small_map, comp
 @pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("slab_planes", [None, 1, 3])
 @pytest.mark.parametrize("fftw", [True, False])
+@pytest.mark.parametrize("y_groups", [32, 2])
 def test_sampled_amplitude_is_the_volume_at_those_voxels(
-    shape, compat, compiled, slab_planes, fftw, monkeypatch
+    shape, compat, compiled, slab_planes, fftw, y_groups, monkeypatch
 ):
     """Only the lines holding the voxels go through the low-pass's last pass, block by block,
     and the amplitude goes into the low-pass group of planes by group (transformed along x
@@ -220,6 +221,7 @@ def test_sampled_amplitude_is_the_volume_at_those_voxels(
         monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
     if not fftw:
         monkeypatch.setattr(fourier, "HAVE_PYFFTW", False)
+    monkeypatch.setattr(AmplitudeWorkspace, "Y_GROUPS", y_groups)
     if slab_planes is not None:
         itemsize = 16 if compat else 8
         monkeypatch.setattr(
@@ -249,9 +251,17 @@ def test_sampled_amplitude_is_the_volume_at_those_voxels(
                 for g, idx in zip(got, sets, strict=True):
                     assert g.dtype == setup.dtype
                     np.testing.assert_array_equal(g, want[idx])
-    # the forward pass along y ran group by group, never on the whole half spectrum
+    # the forward pass along y ran group by group (at most y_groups passes per step), never
+    # on the whole half spectrum
     assert not [key for key in ws_part._lp._plans if key[0] == "y" and key[-1]]
     assert [key for key in ws_full._lp._plans if key[0] == "y" and key[-1]]
+    y_plans = ws_part._lp._y_plans
+    assert y_plans and sum(z0 == 0 for z0, _, _ in y_plans) == len({k for *_, k in y_plans})
+    for k_max in {k for *_, k in y_plans}:
+        passes = sorted((z0, n) for z0, n, k in y_plans if k == k_max)
+        assert len(passes) <= y_groups
+        assert [z0 for z0, _ in passes] == [0, *np.cumsum([n for _, n in passes])[:-1]]
+        assert sum(n for _, n in passes) == shape[0]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -341,6 +341,7 @@ class PrunedLowPass:
         self._plans: dict = {}
         self._group: np.ndarray | None = None
         self._group_plans: dict = {}
+        self._y_plans: dict = {}
 
     @property
     def x(self) -> np.ndarray:
@@ -365,16 +366,11 @@ class PrunedLowPass:
             self._group_plans.clear()
         return self._group
 
-    def forward_group(self, z0: int, planes: int, k_max: int | None = None) -> None:
+    def forward_group(self, z0: int, planes: int) -> None:
         """The first pass of :meth:`run` (forward, along x) for the planes ``z0:z0+planes``,
         from the first ``planes`` planes of :meth:`group_buffer` into :attr:`h`. Those planes
         of the group buffer are spent (FFTW may overwrite them): fill them again before the
         next call.
-
-        ``k_max``: also the second pass (along y, on the columns :meth:`run` keeps for this
-        ``k_max``) of those planes, while they are in cache; :meth:`run` is then called
-        with ``y_done=True`` and the same ``k_max``. Each plane is transformed on its own
-        either way, so the result is the same bits as the whole volume's pass.
 
         Each plane's lines are a batch of independent 1D transforms: FFTW gives the whole
         volume's bits for groups of an even number of planes when ``nz`` is even, and for any
@@ -387,25 +383,30 @@ class PrunedLowPass:
             from scipy import fft as sfft
 
             out[...] = sfft.rfft(src, axis=2)
-        else:
-            plan = self._group_plans.get((z0, planes))
-            if plan is None:
-                # the group buffer is written whole before every call: FFTW may overwrite it
-                # (measured ~1 % less time per direction on betagal, the same bits)
-                plan = self._group_plans[(z0, planes)] = _fftw(
-                    src, out, (2,), forward=True, threads=self.threads, destroy=True
-                )
-            _execute(plan)
-        if k_max is None:
             return
+        plan = self._group_plans.get((z0, planes))
+        if plan is None:
+            # the group buffer is written whole before every call: FFTW may overwrite it
+            # (measured ~1 % less time per direction on betagal, the same bits)
+            plan = self._group_plans[(z0, planes)] = _fftw(
+                src, out, (2,), forward=True, threads=self.threads, destroy=True
+            )
+        _execute(plan)
+
+    def forward_y(self, z0: int, planes: int, k_max: int) -> None:
+        """The second pass of :meth:`run` (forward, along y, on the columns it keeps for
+        ``k_max``) for the planes ``z0:z0+planes`` of :attr:`h`, for a caller that fills
+        :attr:`h` group by group (:meth:`forward_group`) and transforms each group along y
+        while its planes are in cache; :meth:`run` is then called with ``y_done=True`` and
+        the same ``k_max``. Each plane is transformed on its own either way: the same bits
+        as the whole pass. One plan is kept per ``(z0, planes, k_max)``.
+        """
         k_max = self._clamp(k_max)
         key = (z0, planes, k_max)
-        plan = self._group_plans.get(key)
+        plan = self._y_plans.get(key)
         if plan is None:
-            cols = out[:, :, self.blocks(k_max)[0][1]]
-            plan = self._group_plans[key] = AxisFFT(
-                cols, cols, 1, forward=True, threads=self.threads
-            )
+            cols = self.h[z0 : z0 + planes, :, self.blocks(k_max)[0][1]]
+            plan = self._y_plans[key] = AxisFFT(cols, cols, 1, forward=True, threads=self.threads)
         plan.run()
 
     def _clamp(self, k_max: int) -> int:
@@ -464,7 +465,8 @@ class PrunedLowPass:
             The first pass (along x) has been done by :meth:`forward_group` for every plane:
             ``x`` is not read.
         y_done
-            The second pass (along y) too: :meth:`forward_group` was given this ``k_max``.
+            The second pass (along y) too, by :meth:`forward_y` with this ``k_max`` on every
+            plane.
         """
         ny = self.shape[1]
         k_max = self._clamp(k_max)

@@ -479,6 +479,9 @@ class AmplitudeWorkspace:
     #: Bytes of one signal's slab in the last pass (the pair's input and output slabs
     #: together are four times that: 1 MiB, the L2 cache of a core here).
     SLAB_BYTES = 1 << 18
+    #: At most this many passes along y per step in the fused last pass (see
+    #: :meth:`last_pass_amplitude`)
+    Y_GROUPS = 32
 
     def _load_planes(self, basis: HalfBasis, f: float, f_h: float, band: bool, first: bool):
         """Fill the inverse transform's input with the first (``w + i R_x``) or second
@@ -616,9 +619,11 @@ class AmplitudeWorkspace:
         ``forward_done=True``): the same bits, one volume less per worker. The groups hold an
         even number of planes on an even grid (see
         :meth:`monodir.core.fourier.PrunedLowPass.forward_group`). With ``k_max`` (the
-        low-pass's, :meth:`low_pass_k_max`) each group is also transformed along y while its
-        planes are in cache (``_low_pass(..., y_done=True)`` then): the same bits, ~2 % less
-        time per direction with two processes on two cores (betagal).
+        low-pass's, :meth:`low_pass_k_max`) the groups are also transformed along y while
+        their planes are in cache (``_low_pass(..., y_done=True)`` then), a few groups at a
+        time when there are more than :attr:`Y_GROUPS` (each pass along y keeps a plan per
+        tested frequency: ~4.5 KiB each): the same bits, ~2 % less time per direction with
+        two processes on two cores (betagal).
         """
         if axis != 1:
             raise ValueError("the last pass runs along y")
@@ -637,9 +642,13 @@ class AmplitudeWorkspace:
             nb = ranges[0][1] - ranges[0][0]  # every slab but the last has nb planes
             group = nb if nb % 2 == 0 or nz % 2 == 1 else 2 * nb
             out = self._lp.group_buffer(group)
+            # planes per pass along y: whole groups, at most Y_GROUPS passes
+            groups = -(-nz // group)
+            y_planes = group * -(-groups // self.Y_GROUPS)
         else:
             out = self.acc
         g0 = 0  # first plane of the current group
+        y0 = 0  # first plane not yet transformed along y
         for z0, z1, x0, x1 in ranges:
             nb, width = z1 - z0, x1 - x0
             if width:
@@ -657,8 +666,11 @@ class AmplitudeWorkspace:
                 continue
             kernels.tapered_amplitude(self._slab, nb, width, taper, out, z0, x0, out_z0=z0 - g0)
             if z1 - g0 == out.shape[0] or z1 == nz:
-                self._lp.forward_group(g0, z1 - g0, k_max)
+                self._lp.forward_group(g0, z1 - g0)
                 g0 = z1
+                if k_max is not None and (z1 - y0 >= y_planes or z1 == nz):
+                    self._lp.forward_y(y0, z1 - y0, k_max)
+                    y0 = z1
 
     def _copied_rows(self, rows: np.ndarray | None) -> list[tuple[int, int]]:
         """Runs ``(r0, r1)`` of the rows the last pass copies; rows of the input slab that a
