@@ -444,13 +444,15 @@ def store_planes(
     if lo is None:
         lo = np.zeros(n_lines, dtype=np.int64)
         hi = np.full(n_lines, n_along, dtype=np.int64)
-    lo = np.clip(np.asarray(lo, dtype=np.int64), 0, n_along)
-    hi = np.clip(np.asarray(hi, dtype=np.int64), lo, n_along)
+    lo = np.asarray(lo, dtype=np.int64)
+    hi = np.asarray(hi, dtype=np.int64)
     if lo.shape != (n_lines,) or hi.shape != (n_lines,):
         raise ValueError(f"lo and hi need {n_lines} entries, one per line")
-    if HAVE_NUMBA:
+    if HAVE_NUMBA:  # clamps each line's range itself (no clipped copies per call)
         _store_planes_numba(target, planes, slab, bool(assign), lo, hi)
         return
+    lo = np.clip(lo, 0, n_along)
+    hi = np.clip(hi, lo, n_along)
     along = np.arange(n_along)
     keep = (along >= lo[:, None]) & (along < hi[:, None])
     keep = keep if rows else keep.T
@@ -467,6 +469,12 @@ if HAVE_NUMBA:  # pragma: no branch
     def _store_planes_numba(target, planes, slab, assign, lo, hi):  # pragma: no cover
         n2, n1 = target.shape[1], target.shape[2]
         rows = abs(target.strides[2]) <= abs(target.strides[1])
+        n_along = n1 if rows else n2
+        a = np.empty(lo.size, dtype=np.int64)  # lo and hi clamped to [0, n_along]
+        b = np.empty(lo.size, dtype=np.int64)
+        for i in range(lo.size):
+            a[i] = min(max(lo[i], 0), n_along)
+            b[i] = min(max(hi[i], a[i]), n_along)
         for j in range(planes.size):
             dst = target[planes[j]]
             src = slab[j]
@@ -475,14 +483,14 @@ if HAVE_NUMBA:  # pragma: no branch
                     d = dst[u]
                     s = src[u]
                     if assign:
-                        for v in range(lo[u], hi[u]):
+                        for v in range(a[u], b[u]):
                             d[v] = s[v]
                     else:
-                        for v in range(lo[u], hi[u]):
+                        for v in range(a[u], b[u]):
                             d[v] += s[v]
             else:
                 for v in range(n1):
-                    for u in range(lo[v], hi[v]):
+                    for u in range(a[v], b[v]):
                         if assign:
                             dst[u, v] = src[u, v]
                         else:
