@@ -385,6 +385,35 @@ def test_resolution_matrix_in_parallel_equals_the_sequential_loop(small_map, com
     assert np.all(np.isfinite(parallel_matrix))
 
 
+def test_resolution_matrix_first_forking_call_computes_one_direction_itself(small_map, monkeypatch):
+    """The first forking call of a process computes its first direction before forking (its
+    children then inherit the loaded kernels), later calls none; the bytes of the
+    sequential loop either way."""
+    import os
+
+    from monodir.core import directional as dmod
+
+    vol, mask = small_map
+    setup = prepare_directional(vol, mask, 1.0, fast=True)
+    sequential = dmod.resolution_matrix(setup, n_jobs=1)
+    monkeypatch.setattr(dmod, "_PARENT_WARM", set())
+    here, real = [], dmod.direction_resolution
+    parent = os.getpid()
+
+    def recorded(setup, i, threads=1, **kw):
+        if os.getpid() == parent:
+            here.append(i)
+        return real(setup, i, threads, **kw)
+
+    monkeypatch.setattr(dmod, "direction_resolution", recorded)
+    for expected in ([0], []):
+        here.clear()
+        matrix = dmod.resolution_matrix(setup, n_jobs=2, parallel="processes")
+        np.testing.assert_array_equal(matrix, sequential)
+        assert here == expected
+    assert dmod._PARENT_WARM == {(setup.dtype.str, False)}
+
+
 def test_resolution_matrix_forks_only_where_it_is_safe(small_map, monkeypatch):
     """``parallel="auto"`` forks from a single-threaded process on Linux, uses threads while
     another thread runs (a fork would copy its locks in whatever state they are), on other

@@ -731,6 +731,10 @@ def _use_processes(parallel: str) -> bool:
 #: forked children (set only for the duration of the call).
 _FORKED: tuple | None = None
 
+#: ``(dtype, half maps)`` of the directions this process has computed itself before forking
+#: (:func:`_matrix_in_forks`): its compiled kernels are loaded, and its children inherit them.
+_PARENT_WARM: set[tuple[str, bool]] = set()
+
 
 def _forked_direction(i: int) -> int:
     """Compute direction ``i`` in a forked child, writing its row into the shared matrix."""
@@ -758,6 +762,19 @@ def _matrix_in_forks(setup: DirectionalSetup, todo: list[int], jobs: int, thread
     for stream in (sys.stdout, sys.stderr):  # a child must not write the parent's buffers
         if stream is not None:
             stream.flush()
+    key = (setup.dtype.str, setup.half_maps)
+    if key not in _PARENT_WARM and len(todo) > jobs:
+        # A fresh child loads the compiled kernels (numba's cache) at its first direction,
+        # ~0.2 s, and every call forks fresh children. The first direction is computed here
+        # instead, once per process: this call's children and every later call's inherit the
+        # loaded kernels (the children no longer load them side by side: no slower for a
+        # single call either). The workspace is freed before forking.
+        first, todo = todo[0], todo[1:]
+        ws = AmplitudeWorkspace(setup.shape, setup.dtype, threads)
+        matrix[first] = direction_resolution(setup, first, threads, workspace=ws)
+        del ws
+        _PARENT_WARM.add(key)
+        finished(first)
     _FORKED = (setup, matrix, threads)
     # a child starts without the workspace this thread may hold (it makes its own); with
     # fork the executor starts every child before its own management thread
