@@ -450,7 +450,11 @@ class AmplitudeWorkspace:
         """
         t = self._partials.get(slot)
         if t is None:
-            t = self._partials[slot] = fourier.padded_empty((2, *self.shape), self.cdtype)
+            # stored plane by plane along y (the view is (2, nz, ny, nx)): the shells are
+            # added as whole planes ky = const, which are then contiguous in memory
+            nz, ny, nx = self.shape
+            t = fourier.padded_empty((2, ny, nz, nx), self.cdtype).swapaxes(1, 2)
+            self._partials[slot] = t
         if zero:
             t.fill(0)
         return t
