@@ -35,8 +35,6 @@ or the ``MONODIR_KERNELS`` environment variable).
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import importlib
 import logging
 import os
@@ -48,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from monodir.core.heap import glibc, trim_heap
 from monodir.core.monogenic import release_workspace
 from monodir.io.store import RunStore, array_digest, read_block, write_direction_row
 
@@ -274,7 +273,7 @@ def tune_worker_malloc() -> bool:
     global _malloc_tuned
     if _malloc_tuned:
         return True
-    libc = _glibc()
+    libc = glibc()
     try:
         _malloc_tuned = (
             libc is not None
@@ -290,36 +289,6 @@ def tune_worker_malloc() -> bool:
 TRIM_MIN_FREE = 16 << 20
 
 
-class _Mallinfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
-
-
-@functools.cache
-def _glibc() -> ctypes.CDLL | None:
-    """This process's C library (loaded once), or ``None`` where it is not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-    if hasattr(libc, "mallinfo2"):
-        libc.mallinfo2.restype = _Mallinfo2
-    return libc
-
-
 def trim_worker_heap(min_free: int = TRIM_MIN_FREE) -> bool:
     """Give the heap's free pages back to the system when more than ``min_free`` bytes are
     free (glibc only); the tasks call it first. Returns whether it trimmed.
@@ -332,14 +301,7 @@ def trim_worker_heap(min_free: int = TRIM_MIN_FREE) -> bool:
     task of a run peaked at 842 instead of 884 MiB; small boxes leave less than ``min_free``
     free and skip it (re-faulting the pages would cost more than they weigh).
     """
-    libc = _glibc()
-    try:
-        free = int(libc.mallinfo2().fordblks) if libc is not None else 0
-    except AttributeError:  # a glibc older than 2.33
-        return False
-    if free < min_free:
-        return False
-    return bool(libc.malloc_trim(0))
+    return trim_heap(min_free)
 
 
 def cone_task(setup: Any, indices: Sequence[int], opts: TaskOptions) -> dict[str, Any]:
