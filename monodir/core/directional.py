@@ -652,6 +652,8 @@ def resolution_matrix(
     * ``"processes"``: forked children share the setup (copy-on-write) and write their rows
       into a shared matrix. No lock is shared, so they run 2-6 % faster than threads on the
       reference maps (the threads wait for each other's Python between their compiled calls).
+      The first such call of a process computes one direction itself before forking, so that
+      the children (of this call and every later one) inherit its loaded compiled kernels.
     * ``"threads"``: the transforms and compiled kernels release the GIL; on 2 cores, 2
       threads ran 1.85x faster than one.
     * ``"auto"`` (default): processes where forking is safe (Linux, a calling process that
