@@ -417,7 +417,8 @@ def test_resolution_matrix_first_forking_call_computes_one_direction_itself(smal
 def test_resolution_matrix_parent_direction_leaves_no_heap_behind():
     """The parent's own first direction frees its workspace and hands the heap back: the
     calling process is not left larger than before the call (glibc kept ~3 volumes of it
-    resident before the trim)."""
+    resident before the trim). The kernels are loaded first (a cold numba cache compiles
+    them in this process, which keeps the compiler's memory: once per machine)."""
     import platform
     import subprocess
     import sys
@@ -433,6 +434,11 @@ def test_resolution_matrix_parent_direction_leaves_no_heap_behind():
         "            return int(line.split()[1]) * 1024\n"
         "vol, mask = anisotropic_map(128, 1.0, noise=0.1, seed=0)\n"
         "setup = prepare_directional(vol, mask, 1.0, fast=True)\n"
+        "from monodir.core import heap, monogenic\n"
+        "from monodir.core.directional import direction_resolution\n"
+        "direction_resolution(setup, 0)\n"
+        "monogenic.release_workspace()\n"
+        "heap.trim_heap(0)\n"
         "before = rss()\n"
         "resolution_matrix(setup, n_jobs=2, parallel='processes')\n"
         "print(rss() - before)\n"
