@@ -54,7 +54,8 @@ def free_heap_bytes() -> int:
 def trim_heap(min_free: int) -> bool:
     """``malloc_trim(0)`` when more than ``min_free`` bytes of the heap are free; returns
     whether it trimmed (small amounts are left: faulting the pages in again would cost more
-    than they weigh)."""
-    if free_heap_bytes() < min_free:
+    than they weigh; nothing is done where the C library is not glibc)."""
+    libc = glibc()
+    if libc is None or free_heap_bytes() < min_free:
         return False
-    return bool(glibc().malloc_trim(0))
+    return bool(libc.malloc_trim(0))
