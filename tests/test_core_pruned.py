@@ -449,6 +449,15 @@ def test_resolution_matrix_parent_direction_leaves_no_heap_behind():
     assert grown < volume, f"the caller grew by {grown / volume:.2f} volumes"
 
 
+def test_heap_trim_is_a_no_op_without_glibc(monkeypatch):
+    """Where the C library is not glibc nothing is trimmed, even when asked for any size."""
+    from monodir.core import heap
+
+    monkeypatch.setattr(heap, "glibc", lambda: None)
+    assert heap.free_heap_bytes() == 0
+    assert heap.trim_heap(0) is False
+
+
 def test_resolution_matrix_forks_only_where_it_is_safe(small_map, monkeypatch):
     """``parallel="auto"`` forks from a single-threaded process on Linux, uses threads while
     another thread runs (a fork would copy its locks in whatever state they are), on other
